@@ -1,0 +1,234 @@
+//! Every limit and timeout of the server, each a named setting with a safe
+//! default.
+//!
+//! The master parses these from its command line (or `HTTP_CLUSTER_*`
+//! environment variables) and hands them to every worker program through the
+//! same environment variables, so an external worker built with this library
+//! runs with exactly the limits the operator gave the master.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// Upper bound for `--max-headers`: the head parser keeps its header slots on
+/// the coroutine stack, so the count is capped at compile time.
+pub const MAX_HEADERS_CAP: usize = 256;
+
+/// Limits a worker applies to every connection and request.
+#[derive(Args, Clone, Debug, PartialEq, Eq)]
+#[command(next_help_heading = "HTTP limits")]
+pub struct Limits {
+    /// Longest request line (method, target, version) in bytes; longer is
+    /// answered 414. 8 KiB, like nginx's large header buffer, fits any
+    /// real-world URL.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUEST_LINE", default_value_t = 8 * 1024)]
+    pub max_request_line: usize,
+
+    /// Largest request head (request line plus headers) in bytes; larger is
+    /// answered 431. 16 KiB is Node's default and twice what browsers send
+    /// with heavy cookies; it bounds the memory one connection pins.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_HEAD_BYTES", default_value_t = 16 * 1024)]
+    pub max_head_bytes: usize,
+
+    /// Most header fields in one request; more is answered 431. Apache's
+    /// default of 100; capped at 256.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_HEADERS", default_value_t = 100,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_HEADERS_CAP as i64))]
+    pub max_headers: u16,
+
+    /// Largest request body in bytes, checked against Content-Length before
+    /// any of it is read and counted for chunked bodies; larger is answered
+    /// 413. Bodies stream through handlers and are never buffered whole, so
+    /// the default is generous (1 GiB); lower it for APIs.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_BODY_BYTES", default_value_t = 1 << 30)]
+    pub max_body_bytes: u64,
+
+    /// Longest chunk extension (`;name=value` after a chunk size) in bytes.
+    /// Nobody uses extensions; the bound stops a client from streaming an
+    /// endless one.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_CHUNK_EXT_BYTES", default_value_t = 1024)]
+    pub max_chunk_ext_bytes: usize,
+
+    /// Largest trailer section of a chunked body in bytes (trailers are
+    /// parsed and discarded).
+    #[arg(long, env = "HTTP_CLUSTER_MAX_TRAILER_BYTES", default_value_t = 8 * 1024)]
+    pub max_trailer_bytes: usize,
+
+    /// Requests served on one connection before it is closed (0: no limit).
+    /// Bounds how long one client can pin a worker; high enough that
+    /// keep-alive clients reconnect rarely.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUESTS_PER_CONN", default_value_t = 100_000)]
+    pub max_requests_per_conn: u64,
+
+    /// Request body bytes the server reads and discards when a handler
+    /// answers without reading the body, to keep the connection alive for the
+    /// next request; a larger unread body closes the connection instead.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_DRAIN_BYTES", default_value_t = 64 * 1024)]
+    pub max_drain_bytes: u64,
+
+    /// Time allowed to receive a whole request head, from its first byte
+    /// (slowloris defence).
+    #[arg(long, env = "HTTP_CLUSTER_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub head_timeout: Duration,
+
+    /// How long an idle keep-alive connection is kept open. 75 s (nginx's
+    /// default) outlasts the 60 s idle timeout of common load balancers, so
+    /// the balancer, not this server, closes idle upstream connections and
+    /// never sends a request onto a connection we are closing.
+    #[arg(long, env = "HTTP_CLUSTER_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Longest wait for the next bytes of a request body.
+    #[arg(long, env = "HTTP_CLUSTER_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Longest a write may stall (client not reading) before the connection
+    /// is dropped.
+    #[arg(long, env = "HTTP_CLUSTER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // The clap defaults are the single source of the default values;
+        // the environment is ignored here.
+        use clap::{CommandFactory, FromArgMatches};
+        let cmd = LimitsFromEnv::command().mut_args(|a| a.env(None::<&str>));
+        let matches = cmd.try_get_matches_from(Vec::<String>::new()).expect("defaults parse");
+        LimitsFromEnv::from_arg_matches(&matches).expect("defaults are valid").limits
+    }
+}
+
+/// A parser that reads only `HTTP_CLUSTER_*` variables (and defaults): what a
+/// worker process does at start.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+struct LimitsFromEnv {
+    #[command(flatten)]
+    limits: Limits,
+}
+
+impl LimitsFromEnv {
+    fn parse_from_env_only(env: impl Iterator<Item = (String, String)>) -> Result<LimitsFromEnv, clap::Error> {
+        // clap reads the process environment; a custom set is applied by
+        // turning it into arguments, which take precedence over env.
+        let args: Vec<String> = env
+            .filter_map(|(k, v)| {
+                let flag = k.strip_prefix("HTTP_CLUSTER_")?.to_ascii_lowercase().replace('_', "-");
+                Some(format!("--{flag}={v}"))
+            })
+            .collect();
+        LimitsFromEnv::try_parse_from(args)
+    }
+}
+
+impl Limits {
+    /// Limits from the `HTTP_CLUSTER_*` environment variables, defaults for
+    /// those unset. Used by worker processes.
+    pub fn from_env() -> Result<Limits, clap::Error> {
+        LimitsFromEnv::parse_from_env_only(std::iter::empty()).map(|p| p.limits)
+    }
+
+    /// The environment variables that reproduce these limits in a worker.
+    pub fn to_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("HTTP_CLUSTER_MAX_REQUEST_LINE", self.max_request_line.to_string()),
+            ("HTTP_CLUSTER_MAX_HEAD_BYTES", self.max_head_bytes.to_string()),
+            ("HTTP_CLUSTER_MAX_HEADERS", self.max_headers.to_string()),
+            ("HTTP_CLUSTER_MAX_BODY_BYTES", self.max_body_bytes.to_string()),
+            ("HTTP_CLUSTER_MAX_CHUNK_EXT_BYTES", self.max_chunk_ext_bytes.to_string()),
+            ("HTTP_CLUSTER_MAX_TRAILER_BYTES", self.max_trailer_bytes.to_string()),
+            ("HTTP_CLUSTER_MAX_REQUESTS_PER_CONN", self.max_requests_per_conn.to_string()),
+            ("HTTP_CLUSTER_MAX_DRAIN_BYTES", self.max_drain_bytes.to_string()),
+            ("HTTP_CLUSTER_HEAD_TIMEOUT", DurationArg(self.head_timeout).to_string()),
+            ("HTTP_CLUSTER_IDLE_TIMEOUT", DurationArg(self.idle_timeout).to_string()),
+            ("HTTP_CLUSTER_BODY_TIMEOUT", DurationArg(self.body_timeout).to_string()),
+            ("HTTP_CLUSTER_WRITE_TIMEOUT", DurationArg(self.write_timeout).to_string()),
+        ]
+    }
+}
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let value = f64::from_str(num.trim()).map_err(|_| format!("not a duration: {s:?} (try 10s or 250ms)"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
+}
+
+/// Renders a duration so that [`parse_duration`] reads it back exactly.
+pub struct DurationArg(pub Duration);
+
+impl fmt::Display for DurationArg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn to_env_round_trips_every_limit() {
+        let limits = Limits {
+            max_request_line: 1,
+            max_head_bytes: 2,
+            max_headers: 3,
+            max_body_bytes: 4,
+            max_chunk_ext_bytes: 5,
+            max_trailer_bytes: 6,
+            max_requests_per_conn: 7,
+            max_drain_bytes: 8,
+            head_timeout: Duration::from_millis(9),
+            idle_timeout: Duration::from_millis(10),
+            body_timeout: Duration::from_millis(11),
+            write_timeout: Duration::from_millis(12),
+        };
+        let env = limits.to_env();
+        let parsed =
+            LimitsFromEnv::parse_from_env_only(env.iter().map(|(k, v)| (k.to_string(), v.clone()))).expect("parse");
+        assert_eq!(parsed.limits, limits);
+
+        // Every flag clap knows has an env var that to_env sets, and no other.
+        let cmd = LimitsFromEnv::command();
+        let mut known: Vec<String> =
+            cmd.get_arguments().filter_map(|a| a.get_env().map(|e| e.to_string_lossy().into_owned())).collect();
+        let mut sent: Vec<String> = env.iter().map(|(k, _)| k.to_string()).collect();
+        known.sort();
+        sent.sort();
+        assert_eq!(known, sent);
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let d = Limits::default();
+        assert_eq!(d.max_head_bytes, 16 * 1024);
+        assert_eq!(d.idle_timeout, Duration::from_secs(75));
+        assert_eq!(d.max_headers, 100);
+    }
+}

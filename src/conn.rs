@@ -1,0 +1,641 @@
+//! One HTTP connection's life: the request decoder and response encoder
+//! that `chain` wires around the handler, keep-alive, draining unread
+//! bodies, `100 Continue`, timeouts, and one error response then close.
+//!
+//! The decoder and encoder of a connection share an [`Exchange`]: what the
+//! encoder needs to know about the request being answered (HEAD? HTTP/1.0?
+//! keep-alive?) and what the decoder needs to know about the response
+//! before it reads the next request (finished? keep the connection?).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use may::net::TcpStream;
+
+use crate::codec::{Decoded, Decoder, Encoder, Read, StreamError, Write, chain};
+use crate::config::Limits;
+use crate::io::{Io, ReadBuf};
+use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
+use crate::proto::encode::{self, Framing, RequestInfo, Response};
+use crate::proto::head::{self, BodyKind, Request};
+use crate::proto::{self, date};
+
+/// The read side a handler gets: `for req in read { … }`.
+pub type Requests<'io> = Read<'io, RequestDecoder>;
+/// The write side a handler gets: `write.head(…)`, `write.body(…)`.
+pub type Responses<'io> = Write<'io, ResponseEncoder>;
+
+/// A request handler: a plain function of the read and write sides.
+pub trait App: Fn(&Requests<'_>, &Responses<'_>) -> io::Result<()> + Send + Sync + 'static {}
+impl<F> App for F where F: Fn(&Requests<'_>, &Responses<'_>) -> io::Result<()> + Send + Sync + 'static {}
+
+/// Process-wide state the connections of a worker share: the drain flag,
+/// counters reported to the master, and the open connections (so a drain can
+/// close the idle ones at once).
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Set when the worker stops: in-flight requests are answered with
+    /// `Connection: close` and no further request is read.
+    pub draining: AtomicBool,
+    pub connections: AtomicUsize,
+    pub requests: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<ConnSlot>>>,
+    next_id: AtomicU64,
+}
+
+/// A registered connection: its socket and whether it waits for a request.
+#[derive(Debug)]
+struct ConnSlot {
+    fd: RawFd,
+    idle: AtomicBool,
+}
+
+impl ServerState {
+    fn register(&self, fd: RawFd) -> (u64, Arc<ConnSlot>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(ConnSlot { fd, idle: AtomicBool::new(true) });
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, slot.clone());
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        (id, slot)
+    }
+
+    /// Must run before the socket is closed: the registry lock is what keeps
+    /// [`ServerState::close_idle`] from touching a reused descriptor number.
+    fn deregister(&self, id: u64) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Starts a drain: no new requests on kept-alive connections, and the
+    /// connections idling between requests are closed now (their read side
+    /// is shut, so their coroutine sees end-of-stream and exits).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for slot in open.values() {
+            if slot.idle.load(Ordering::SeqCst) {
+                let _ = nix::sys::socket::shutdown(slot.fd, nix::sys::socket::Shutdown::Read);
+            }
+        }
+    }
+}
+
+/// `100 Continue` bookkeeping (RFC 9110 §10.1.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Continue {
+    NotExpected,
+    /// The client waits for `100 Continue` before sending the body.
+    Pending,
+    Sent,
+}
+
+/// Where the response to the current request is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writing {
+    /// No request is being answered.
+    Idle,
+    /// A request was handed to the handler; no response head yet.
+    AwaitingHead,
+    /// The head is written; the body follows with this framing (for
+    /// `Length`, the bytes still owed).
+    Body(Framing),
+    /// The response is complete.
+    Done,
+    /// The handler broke the framing (wrote too much): close.
+    Broken,
+}
+
+/// State shared by the decoder and encoder of one connection.
+pub struct Exchange {
+    limits: Arc<Limits>,
+    body_limits: BodyLimits,
+    server: Arc<ServerState>,
+    request: Cell<RequestInfo>,
+    writing: Cell<Writing>,
+    /// Whether the connection stays open after the current response, as
+    /// announced in its head.
+    keep_alive: Cell<bool>,
+    expect: Cell<Continue>,
+    /// The protocol error that ended the connection, to be answered.
+    error: Cell<Option<proto::Error>>,
+    served: Cell<u64>,
+    slot: Arc<ConnSlot>,
+    /// Body bytes discarded for the current request.
+    drained: Cell<u64>,
+    peer: Option<SocketAddr>,
+}
+
+impl Exchange {
+    fn new(limits: Arc<Limits>, server: Arc<ServerState>, slot: Arc<ConnSlot>, peer: Option<SocketAddr>) -> Exchange {
+        Exchange {
+            body_limits: BodyLimits::from(&*limits),
+            limits,
+            server,
+            request: Cell::new(RequestInfo { is_head: false, minor: 1, keep_alive: false }),
+            writing: Cell::new(Writing::Idle),
+            keep_alive: Cell::new(false),
+            expect: Cell::new(Continue::NotExpected),
+            error: Cell::new(None),
+            served: Cell::new(0),
+            slot,
+            drained: Cell::new(0),
+            peer,
+        }
+    }
+
+    /// Completes the response to the previous request before the next one is
+    /// read, and decides whether there is a next one. This is the one place
+    /// keep-alive is decided once a response exists.
+    fn finish_response(&self, output: &mut Vec<u8>) -> bool {
+        let keep = match self.writing.get() {
+            Writing::Idle => true,
+            Writing::AwaitingHead => {
+                log::warn!("handler read the next request without answering the previous one; sending 500");
+                encode::encode_plain_close(500, "handler sent no response", &date::now(), output);
+                false
+            }
+            Writing::Body(Framing::Chunked) => {
+                output.extend_from_slice(encode::LAST_CHUNK);
+                self.keep_alive.get()
+            }
+            Writing::Body(Framing::NoBody | Framing::Length(0)) | Writing::Done => self.keep_alive.get(),
+            // A short body or a close-delimited one: only closing the
+            // connection ends the message.
+            Writing::Body(Framing::Length(_) | Framing::UntilClose) | Writing::Broken => false,
+        };
+        self.writing.set(if keep { Writing::Idle } else { Writing::Broken });
+        keep
+    }
+}
+
+/// Where the request side of the connection is.
+enum Reading {
+    /// Between requests, since this instant (keep-alive idle timeout).
+    Idle { since: Instant },
+    /// Receiving a head that started arriving at this instant (head
+    /// timeout: the slowloris defence).
+    Head { since: Instant },
+    /// The handler may read this request's body.
+    Body(BodyDecoder),
+    /// No further request will be read.
+    Closed,
+}
+
+/// Decodes requests for `for req in read`; bodies are read through
+/// [`Requests::body`].
+pub struct RequestDecoder {
+    ex: Rc<Exchange>,
+    reading: Reading,
+}
+
+impl RequestDecoder {
+    /// Discards what the handler left of the previous body so the next
+    /// request can be parsed. `Ok(false)`: the connection must close instead.
+    fn drain_body(&mut self, input: &mut ReadBuf) -> Result<Option<bool>, proto::Error> {
+        let Reading::Body(body) = &mut self.reading else { return Ok(Some(true)) };
+        if body.is_done() {
+            return Ok(Some(true));
+        }
+        // A client still waiting for 100 Continue may or may not send the
+        // body now; the connection's framing is unknowable: close.
+        if self.ex.expect.get() == Continue::Pending {
+            return Ok(Some(false));
+        }
+        let limit = self.ex.limits.max_drain_bytes;
+        loop {
+            let drained = self.ex.drained.get();
+            if body.remaining().is_some_and(|r| drained.saturating_add(r) > limit) {
+                return Ok(Some(false));
+            }
+            let (n, chunk) = body.decode(input.data())?;
+            input.consume(n);
+            match chunk {
+                Chunk::Data(r) => {
+                    let drained = drained.saturating_add(r.len() as u64);
+                    self.ex.drained.set(drained);
+                    if drained > limit {
+                        return Ok(Some(false));
+                    }
+                }
+                Chunk::NeedMore => return Ok(None),
+                Chunk::End => return Ok(Some(true)),
+            }
+        }
+    }
+
+    fn start_request(&mut self, req: &Request) {
+        let ex = &self.ex;
+        let served = ex.served.get() + 1;
+        ex.served.set(served);
+        ex.server.requests.fetch_add(1, Ordering::Relaxed);
+        ex.drained.set(0);
+        let max = ex.limits.max_requests_per_conn;
+        let keep_alive = req.keep_alive() && (max == 0 || served < max) && !ex.server.draining.load(Ordering::Relaxed);
+        ex.request.set(RequestInfo { is_head: req.is_head(), minor: req.version_minor(), keep_alive });
+        ex.writing.set(Writing::AwaitingHead);
+        let body_follows = req.body_kind() != BodyKind::Empty && req.content_length() != Some(0);
+        ex.expect.set(if req.expects_continue() && body_follows { Continue::Pending } else { Continue::NotExpected });
+        self.reading = Reading::Body(BodyDecoder::new(req.body_kind(), ex.body_limits));
+    }
+}
+
+impl Decoder for RequestDecoder {
+    type Item = Request;
+    type Error = proto::Error;
+
+    fn decode(&mut self, input: &mut ReadBuf, output: &mut Vec<u8>) -> Result<Decoded<Request>, proto::Error> {
+        if let Reading::Body(_) = self.reading {
+            match self.drain_body(input) {
+                Ok(None) => return Ok(Decoded::NeedMore),
+                Ok(Some(true)) => {}
+                // A broken body after the handler answered: nothing more to
+                // say, just close.
+                Ok(Some(false)) | Err(_) => {
+                    self.ex.finish_response(output);
+                    self.reading = Reading::Closed;
+                    return Ok(Decoded::End);
+                }
+            }
+            let keep = self.ex.finish_response(output);
+            if !keep || !self.ex.request.get().keep_alive {
+                self.reading = Reading::Closed;
+                return Ok(Decoded::End);
+            }
+            self.reading = Reading::Idle { since: Instant::now() };
+        }
+        match self.reading {
+            Reading::Closed | Reading::Body(_) => return Ok(Decoded::End),
+            _ => {}
+        }
+        match head::parse(input.data(), &self.ex.limits) {
+            Ok(Some((req, n))) => {
+                self.ex.slot.idle.store(false, Ordering::SeqCst);
+                input.consume(n);
+                self.start_request(&req);
+                Ok(Decoded::Item(req))
+            }
+            Ok(None) => {
+                if input.is_empty() {
+                    input.release_if_empty();
+                    self.ex.slot.idle.store(true, Ordering::SeqCst);
+                    // A drain that began while we were busy did not see us
+                    // idle: do not wait for a request that must not come.
+                    if self.ex.server.draining.load(Ordering::SeqCst) {
+                        self.reading = Reading::Closed;
+                        return Ok(Decoded::End);
+                    }
+                } else {
+                    self.ex.slot.idle.store(false, Ordering::SeqCst);
+                    if let Reading::Idle { .. } = self.reading {
+                        self.reading = Reading::Head { since: Instant::now() };
+                    }
+                }
+                Ok(Decoded::NeedMore)
+            }
+            Err(e) => {
+                self.ex.error.set(Some(e));
+                self.reading = Reading::Closed;
+                Err(e)
+            }
+        }
+    }
+
+    fn decode_eof(&mut self, input: &mut ReadBuf) -> Result<Option<Request>, StreamError<proto::Error>> {
+        self.reading = Reading::Closed;
+        if input.is_empty() { Ok(None) } else { Err(StreamError::Truncated) }
+    }
+
+    fn read_deadline(&self) -> Option<Instant> {
+        let l = &self.ex.limits;
+        match self.reading {
+            Reading::Idle { since } => Some(since + l.idle_timeout),
+            Reading::Head { since } => Some(since + l.head_timeout),
+            Reading::Body(_) => Some(Instant::now() + l.body_timeout),
+            Reading::Closed => Some(Instant::now()),
+        }
+    }
+}
+
+/// Encodes response heads ([`Response`]) and body bytes (`&[u8]`), and
+/// [`End`] of the body.
+pub struct ResponseEncoder {
+    ex: Rc<Exchange>,
+}
+
+/// Ends the current response body (writes the last chunk when chunked).
+#[derive(Clone, Copy, Debug)]
+pub struct End;
+
+fn misuse(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
+}
+
+impl ResponseEncoder {
+    /// Framing before `len` body bytes. `Ok(false)`: drop the bytes (HEAD,
+    /// 204, 304 responses carry no body).
+    fn body_prefix(&mut self, len: usize, output: &mut Vec<u8>) -> io::Result<bool> {
+        let ex = &self.ex;
+        match ex.writing.get() {
+            Writing::Body(Framing::NoBody) => Ok(false),
+            Writing::Body(Framing::Length(owed)) => {
+                if len as u64 > owed {
+                    ex.writing.set(Writing::Broken);
+                    return Err(misuse("response body longer than its Content-Length"));
+                }
+                ex.writing.set(Writing::Body(Framing::Length(owed - len as u64)));
+                Ok(len > 0)
+            }
+            Writing::Body(Framing::Chunked) => {
+                if len > 0 {
+                    encode::chunk_header(len, output);
+                }
+                Ok(len > 0)
+            }
+            Writing::Body(Framing::UntilClose) => Ok(len > 0),
+            Writing::AwaitingHead => Err(misuse("response body written before its head")),
+            Writing::Idle | Writing::Done | Writing::Broken => Err(misuse("no response in progress")),
+        }
+    }
+
+    fn body_suffix(&mut self, len: usize, output: &mut Vec<u8>) {
+        if len > 0 && self.ex.writing.get() == Writing::Body(Framing::Chunked) {
+            output.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl Encoder<Response<'_>> for ResponseEncoder {
+    type Error = io::Error;
+
+    fn encode(&mut self, resp: Response<'_>, output: &mut Vec<u8>) -> io::Result<()> {
+        let ex = &self.ex;
+        if ex.writing.get() != Writing::AwaitingHead {
+            return Err(misuse("no request awaiting a response head"));
+        }
+        let mut info = ex.request.get();
+        // Answering without having read a body the client holds back behind
+        // 100-continue: it may still send it or not, so close afterwards.
+        if ex.expect.get() == Continue::Pending {
+            info.keep_alive = false;
+        }
+        let (framing, keep_alive) =
+            encode::encode_head(&resp, info, &date::now(), output).map_err(|e| misuse(&e.to_string()))?;
+        ex.keep_alive.set(keep_alive);
+        ex.writing.set(Writing::Body(framing));
+        Ok(())
+    }
+}
+
+impl Encoder<&[u8]> for ResponseEncoder {
+    type Error = io::Error;
+
+    fn encode(&mut self, data: &[u8], output: &mut Vec<u8>) -> io::Result<()> {
+        if self.body_prefix(data.len(), output)? {
+            output.extend_from_slice(data);
+            self.body_suffix(data.len(), output);
+        }
+        Ok(())
+    }
+}
+
+impl Encoder<End> for ResponseEncoder {
+    type Error = io::Error;
+
+    fn encode(&mut self, _: End, output: &mut Vec<u8>) -> io::Result<()> {
+        let ex = &self.ex;
+        match ex.writing.get() {
+            Writing::Body(Framing::Chunked) => output.extend_from_slice(encode::LAST_CHUNK),
+            Writing::Body(Framing::Length(owed)) if owed > 0 => {
+                ex.writing.set(Writing::Broken);
+                return Err(misuse("response body shorter than its Content-Length"));
+            }
+            Writing::Body(_) => {}
+            Writing::Done => return Ok(()),
+            Writing::AwaitingHead => return Err(misuse("response ended before its head")),
+            Writing::Idle | Writing::Broken => return Err(misuse("no response in progress")),
+        }
+        // A close-delimited body ends when the connection does.
+        if ex.writing.get() != Writing::Body(Framing::UntilClose) {
+            ex.writing.set(Writing::Done);
+        }
+        Ok(())
+    }
+}
+
+/// The HTTP methods of the read side.
+impl<'io> Read<'io, RequestDecoder> {
+    /// The current request's body as a stream of chunks (also readable with
+    /// `std::io::Read`). Reading it first sends `100 Continue` when the
+    /// client asked for it. Body data is never buffered whole.
+    pub fn body(&self) -> Body<'_, 'io> {
+        Body { read: self }
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.decoder.borrow().ex.peer
+    }
+
+    /// Runs `take` on the next piece of body data (at most `max` bytes).
+    /// `None`: the body is complete.
+    fn body_step<T>(&self, max: usize, take: impl FnOnce(&[u8]) -> T) -> Option<io::Result<T>> {
+        loop {
+            {
+                let mut decoder = self.decoder.borrow_mut();
+                let decoder = &mut *decoder;
+                let ex = &decoder.ex;
+                let Reading::Body(body) = &mut decoder.reading else { return None };
+                if body.is_done() {
+                    return None;
+                }
+                let mut io = self.io.borrow_mut();
+                if ex.expect.get() == Continue::Pending && ex.writing.get() == Writing::AwaitingHead {
+                    io.wbuf.extend_from_slice(encode::CONTINUE);
+                    ex.expect.set(Continue::Sent);
+                }
+                match body.decode_max(io.rbuf.data(), max) {
+                    Ok((n, Chunk::Data(r))) => {
+                        let out = take(&io.rbuf.data()[r]);
+                        io.rbuf.consume(n);
+                        return Some(Ok(out));
+                    }
+                    Ok((n, Chunk::End)) => {
+                        io.rbuf.consume(n);
+                        return None;
+                    }
+                    Ok((n, Chunk::NeedMore)) => io.rbuf.consume(n),
+                    Err(e) => {
+                        ex.error.set(Some(e));
+                        decoder.reading = Reading::Closed;
+                        self.fail(StreamError::Decode(e));
+                        return Some(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                }
+            }
+            let failure = match self.fill() {
+                Ok(true) => continue,
+                Ok(false) => io::Error::new(io::ErrorKind::UnexpectedEof, "client closed during the body"),
+                Err(e) => e,
+            };
+            self.decoder.borrow_mut().reading = Reading::Closed;
+            self.fail(StreamError::Truncated);
+            return Some(Err(failure));
+        }
+    }
+}
+
+/// A request body: an iterator of chunks and a `std::io::Read`.
+pub struct Body<'r, 'io> {
+    read: &'r Requests<'io>,
+}
+
+impl Iterator for Body<'_, '_> {
+    type Item = io::Result<Bytes>;
+    fn next(&mut self) -> Option<io::Result<Bytes>> {
+        self.read.body_step(usize::MAX, Bytes::copy_from_slice)
+    }
+}
+
+impl io::Read for Body<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.read.body_step(buf.len(), |data| {
+            buf[..data.len()].copy_from_slice(data);
+            data.len()
+        }) {
+            Some(r) => r,
+            None => Ok(0),
+        }
+    }
+}
+
+/// The HTTP methods of the write side.
+impl Write<'_, ResponseEncoder> {
+    /// Writes the response head. Without a Content-Length the body is sent
+    /// chunked (HTTP/1.1) or until close (HTTP/1.0).
+    pub fn head(&self, resp: Response<'_>) -> io::Result<()> {
+        self.write(resp)
+    }
+
+    /// Writes body bytes, framed as the head said. Large bodies are written
+    /// straight from `data`, without copying into the output buffer.
+    pub fn body(&self, data: &[u8]) -> io::Result<()> {
+        if data.len() < 16 * 1024 {
+            return self.write(data);
+        }
+        let mut io = self.io.borrow_mut();
+        let mut encoder = self.encoder.borrow_mut();
+        if encoder.body_prefix(data.len(), &mut io.wbuf)? {
+            io.send(data)?;
+            encoder.body_suffix(data.len(), &mut io.wbuf);
+        }
+        Ok(())
+    }
+
+    /// Ends the response body. Optional: reading the next request or
+    /// returning from the handler ends it too.
+    pub fn end(&self) -> io::Result<()> {
+        self.write(End)
+    }
+
+    /// Head, sized body and end in one call.
+    pub fn respond(&self, resp: Response<'_>, body: &[u8]) -> io::Result<()> {
+        self.head(resp.content_length(body.len() as u64))?;
+        self.body(body)?;
+        self.end()
+    }
+}
+
+/// Serves one connection with `app` until it closes. Never panics: a
+/// panicking handler ends this connection only.
+pub fn serve(stream: TcpStream, app: &dyn App, limits: &Arc<Limits>, server: &Arc<ServerState>) {
+    let peer = stream.peer_addr().ok();
+    let (id, slot) = server.register(stream.as_raw_fd());
+    let io = RefCell::new(Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout));
+    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, peer));
+    let decoder = RequestDecoder { ex: ex.clone(), reading: Reading::Head { since: Instant::now() } };
+    let encoder = ResponseEncoder { ex: ex.clone() };
+    let run = chain(
+        decoder,
+        |read: &Requests<'_>, write: &Responses<'_>| {
+            let result = app(read, write);
+            (result, read.take_error())
+        },
+        encoder,
+    );
+    let outcome = catch_unwind(AssertUnwindSafe(|| run(&io)));
+    let mut io = io.into_inner();
+    let linger = finish_connection(&ex, &mut io, outcome);
+    server.deregister(id);
+    io.close(linger);
+}
+
+type Outcome = std::thread::Result<(io::Result<()>, Option<StreamError<proto::Error>>)>;
+
+/// After the handler returned (or panicked): answer a pending protocol
+/// error, complete an unfinished response, or give up on a broken one.
+/// Returns whether to linger before closing (after an error response, so
+/// the client reads it instead of a reset).
+fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
+    let head_pending = matches!(ex.writing.get(), Writing::Idle | Writing::AwaitingHead);
+    let answer = |io: &mut Io, code: u16, text: &str| {
+        io.wbuf.clear();
+        encode::encode_plain_close(code, text, &date::now(), &mut io.wbuf);
+    };
+    match outcome {
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            log::error!("handler panicked: {what}; closing the connection");
+            if ex.writing.get() == Writing::AwaitingHead {
+                answer(io, 500, "internal server error");
+                return true;
+            }
+            false
+        }
+        Ok((result, stream_error)) => {
+            if let Some(e) = ex.error.get() {
+                log::debug!("rejected request from {:?}: {e}", ex.peer);
+                if head_pending {
+                    encode::encode_error(e, &date::now(), &mut io.wbuf);
+                    return true;
+                }
+                return false;
+            }
+            if let Err(e) = &result {
+                log::debug!("handler error: {e}");
+                if ex.writing.get() == Writing::AwaitingHead {
+                    answer(io, 500, "internal server error");
+                    return true;
+                }
+            }
+            if let Some(StreamError::Io(e)) = &stream_error {
+                // A head that started but did not complete in time: tell the
+                // client (RFC 9110 §15.5.9). An idle connection just closes.
+                if e.kind() == io::ErrorKind::TimedOut && !io.rbuf.is_empty() && head_pending {
+                    answer(io, 408, "request timeout");
+                    return true;
+                }
+                return false;
+            }
+            if result.is_ok() {
+                ex.finish_response(&mut io.wbuf);
+            }
+            false
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The supervision channel between master and worker: the worker's fd 3.
+//!
+//! It starts exactly like libuv's IPC pipe: one byte (`.`) carrying the
+//! listening socket (see [`crate::fdpass`]). After that both sides exchange
+//! newline-terminated ASCII messages, so the protocol can be watched with
+//! strace and spoken by a worker in any language.
+
+use std::time::Duration;
+
+/// Exit code of a worker that could not boot (no socket on fd 3, not a
+/// listening TCP socket, invalid configuration). The master does not respawn
+/// a slot whose worker exits with it before becoming ready.
+pub const EXIT_BOOT_ERROR: i32 = 3;
+/// Exit code of a worker whose application failed to start.
+pub const EXIT_APP_ERROR: i32 = 4;
+
+/// How often a worker reports it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Longest message line accepted; longer input is a protocol violation.
+pub const MAX_LINE: usize = 256;
+
+/// Worker → master.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerMsg {
+    /// The worker accepts connections.
+    Ready,
+    /// The worker's event loop is alive; with its counters.
+    Heartbeat { connections: u64, requests: u64 },
+}
+
+/// Master → worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MasterMsg {
+    /// Stop accepting, finish in-flight requests, exit.
+    Stop,
+}
+
+impl WorkerMsg {
+    pub fn encode(self) -> String {
+        match self {
+            WorkerMsg::Ready => "ready\n".to_string(),
+            WorkerMsg::Heartbeat { connections, requests } => format!("hb {connections} {requests}\n"),
+        }
+    }
+
+    pub fn parse(line: &[u8]) -> Option<WorkerMsg> {
+        let line = std::str::from_utf8(line).ok()?.trim_end();
+        let mut words = line.split(' ');
+        match words.next()? {
+            "ready" => Some(WorkerMsg::Ready),
+            "hb" => {
+                let connections = words.next()?.parse().ok()?;
+                let requests = words.next()?.parse().ok()?;
+                Some(WorkerMsg::Heartbeat { connections, requests })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl MasterMsg {
+    pub fn encode(self) -> &'static [u8] {
+        match self {
+            MasterMsg::Stop => b"stop\n",
+        }
+    }
+
+    pub fn parse(line: &[u8]) -> Option<MasterMsg> {
+        match line.strip_suffix(b"\n").unwrap_or(line) {
+            b"stop" => Some(MasterMsg::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// Splits a byte stream into lines, bounded by [`MAX_LINE`].
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Appends `data` and returns the complete lines (without `\n`), or
+    /// `Err` if a line grew past [`MAX_LINE`].
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, ()> {
+        self.buf.extend_from_slice(data);
+        let mut lines = Vec::new();
+        while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+            let rest = self.buf.split_off(i + 1);
+            let mut line = std::mem::replace(&mut self.buf, rest);
+            line.pop();
+            lines.push(line);
+        }
+        if self.buf.len() > MAX_LINE { Err(()) } else { Ok(lines) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        for m in [WorkerMsg::Ready, WorkerMsg::Heartbeat { connections: 3, requests: 99 }] {
+            assert_eq!(WorkerMsg::parse(m.encode().as_bytes()), Some(m));
+        }
+        assert_eq!(MasterMsg::parse(MasterMsg::Stop.encode()), Some(MasterMsg::Stop));
+        assert_eq!(WorkerMsg::parse(b"hb x 1"), None);
+        assert_eq!(WorkerMsg::parse(b"bogus"), None);
+    }
+
+    #[test]
+    fn lines_split_across_feeds() {
+        let mut lb = LineBuffer::default();
+        assert_eq!(lb.feed(b"rea").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(lb.feed(b"dy\nhb 1 2\nh").unwrap(), vec![b"ready".to_vec(), b"hb 1 2".to_vec()]);
+        assert_eq!(lb.feed(b"b 3 4\n").unwrap(), vec![b"hb 3 4".to_vec()]);
+        assert!(lb.feed(&[b'x'; MAX_LINE + 1]).is_err());
+    }
+}

@@ -1,0 +1,220 @@
+//! The only code that touches a connection's socket: a read buffer, a write
+//! buffer, and reads and writes that park the coroutine (never the thread)
+//! until the socket is ready or a deadline passes.
+
+use std::io::{self, IoSlice, Read as _, Write as _};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use may::net::TcpStream;
+
+/// Output accumulates up to this many bytes before it is written even
+/// though the handler has not blocked yet: bounds the memory of a pipelined
+/// batch or a streaming response, and keeps each write() large.
+pub const WRITE_BATCH: usize = 64 * 1024;
+
+/// Writes of at least this size skip the write buffer (one copy less).
+const DIRECT_WRITE: usize = 16 * 1024;
+
+/// The read buffer starts small (idle connections are most connections) and
+/// doubles while reads fill it, up to its cap.
+const READ_INITIAL: usize = 4 * 1024;
+const READ_GROW_MAX: usize = 64 * 1024;
+
+/// Received bytes not yet decoded. The storage is always initialised, so
+/// reading into it needs no `unsafe`.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Largest the buffer may grow: a head must fit whole.
+    cap: usize,
+}
+
+impl ReadBuf {
+    pub fn new(cap: usize) -> ReadBuf {
+        ReadBuf { buf: Vec::new(), start: 0, end: 0, cap: cap.max(READ_INITIAL) }
+    }
+
+    /// The undecoded bytes.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Marks `n` bytes as decoded.
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Room to read into, after compacting or growing. Empty when the
+    /// buffer is full at its cap (the decoder must then reject the input).
+    fn spare(&mut self) -> &mut [u8] {
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() && self.buf.len() < self.cap {
+            let grown = if self.buf.is_empty() { READ_INITIAL } else { self.buf.len() * 2 };
+            self.buf.resize(grown.min(self.cap), 0);
+        }
+        &mut self.buf[self.end..]
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Gives the memory back while the connection idles with nothing
+    /// buffered, so idle keep-alive connections stay small.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.buf.len() > READ_INITIAL {
+            self.buf = Vec::new();
+        }
+    }
+}
+
+/// One connection's socket and buffers.
+pub struct Io {
+    stream: TcpStream,
+    pub rbuf: ReadBuf,
+    pub wbuf: Vec<u8>,
+    write_timeout: Duration,
+}
+
+impl Io {
+    /// `read_cap` bounds the read buffer (at least the largest head).
+    pub fn new(stream: TcpStream, read_cap: usize, write_timeout: Duration) -> Io {
+        // A write that cannot make progress for this long fails with
+        // TimedOut; may applies it to every write that has to park.
+        let _ = stream.set_write_timeout(Some(write_timeout));
+        Io { stream, rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)), wbuf: Vec::new(), write_timeout }
+    }
+
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.peer_addr().ok()
+    }
+
+    /// Writes pending output, then reads more input, waiting at most until
+    /// `deadline`. Returns the number of bytes read; 0 means the peer closed
+    /// its side.
+    ///
+    /// Flushing first is what turns a pipelined batch into one write: output
+    /// only leaves when the decoder has run out of complete input.
+    pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        self.flush()?;
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                Some(left)
+            }
+            None => None,
+        };
+        self.stream.set_read_timeout(timeout)?;
+        let spare = self.rbuf.spare();
+        if spare.is_empty() {
+            // Decoders reject input before it outgrows the buffer; reaching
+            // here is a decoder bug, reported rather than mistaken for EOF.
+            return Err(io::Error::other("read buffer full"));
+        }
+        loop {
+            match self.stream.read(spare) {
+                Ok(n) => {
+                    self.rbuf.filled(n);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues `data` for sending; writes out when the batch is full.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.len() >= DIRECT_WRITE {
+            return self.send_direct(data);
+        }
+        self.wbuf.extend_from_slice(data);
+        if self.wbuf.len() >= WRITE_BATCH { self.flush() } else { Ok(()) }
+    }
+
+    /// Writes the buffered output and then `data` with as few syscalls as
+    /// possible (writev), without copying `data`.
+    fn send_direct(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut bufs = [IoSlice::new(&self.wbuf), IoSlice::new(data)];
+        let mut slices: &mut [IoSlice<'_>] = &mut bufs;
+        if slices[0].is_empty() {
+            slices = &mut slices[1..];
+        }
+        while !slices.is_empty() {
+            match self.stream.write_vectored(slices) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// Writes everything buffered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let mut done = 0;
+        while done < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[done..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.wbuf.clear();
+        if self.wbuf.capacity() > 4 * WRITE_BATCH {
+            self.wbuf = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Flushes, then closes so that the peer reads everything we sent.
+    ///
+    /// Closing a socket with unread input makes the kernel send RST, which
+    /// can destroy our last response before the client reads it (e.g. a 400
+    /// answering a request followed by more bytes). So: send FIN, then read
+    /// and discard for a short while until the peer closes too (what nginx
+    /// calls lingering close), bounded in time and bytes.
+    pub fn close(mut self, linger: bool) {
+        if self.flush().is_err() {
+            return;
+        }
+        let _ = self.stream.shutdown(Shutdown::Write);
+        if !linger {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2).min(self.write_timeout);
+        let mut discarded = 0usize;
+        let mut sink = [0u8; 4096];
+        while discarded < 256 * 1024 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.stream.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+    }
+}

@@ -1,0 +1,551 @@
+//! The master: binds and listens (never accepts), starts one worker per
+//! slot with the listening socket on its fd 3, and supervises them over
+//! that channel: readiness, heartbeats, respawn with backoff, stop.
+//!
+//! The loop is single-threaded. Signals are blocked and read from a
+//! signalfd, so handling them is ordinary code in the loop, not async
+//! signal handlers.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, Read as _, Write as _};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::config::Limits;
+use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
+use crate::fdpass;
+use crate::worker::CHANNEL_FD;
+
+/// Everything the master needs to run.
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    pub bind: SocketAddr,
+    pub workers: usize,
+    /// How long a stopping worker may take to finish in-flight requests.
+    pub graceful_timeout: Duration,
+    /// A worker silent for this long is killed and replaced.
+    pub worker_timeout: Duration,
+    /// The worker program and its arguments.
+    pub command: WorkerCommand,
+    pub limits: Limits,
+    /// Pending connections the kernel queues per listener.
+    pub backlog: i32,
+}
+
+/// What to run as a worker.
+#[derive(Clone, Debug)]
+pub struct WorkerCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// How a worker process ended, from `waitpid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Exit code 0.
+    Clean,
+    /// It could not boot (no socket, bad config, app failed to start).
+    BootFailure(i32),
+    /// Another exit code.
+    Failed(i32),
+    /// Killed by a signal.
+    Signaled(Signal),
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Exit::Clean => write!(f, "exited cleanly"),
+            Exit::BootFailure(c) => write!(f, "failed to boot (exit code {c})"),
+            Exit::Failed(c) => write!(f, "exited with code {c}"),
+            Exit::Signaled(s) => write!(f, "was killed by {s}"),
+        }
+    }
+}
+
+/// Classifies a `waitpid` status; `None` for statuses that are not an end
+/// (stopped, continued, no child).
+pub fn classify_exit(status: WaitStatus) -> Option<(Pid, Exit)> {
+    match status {
+        WaitStatus::Exited(pid, 0) => Some((pid, Exit::Clean)),
+        WaitStatus::Exited(pid, code) if code == control::EXIT_BOOT_ERROR || code == control::EXIT_APP_ERROR => {
+            Some((pid, Exit::BootFailure(code)))
+        }
+        WaitStatus::Exited(pid, code) => Some((pid, Exit::Failed(code))),
+        WaitStatus::Signaled(pid, sig, _) => Some((pid, Exit::Signaled(sig))),
+        _ => None,
+    }
+}
+
+/// Delay before respawning a slot whose worker died `failures` times in a
+/// row: immediately the first time, then doubling from 100 ms up to 10 s,
+/// so a crash loop costs little CPU and a one-off crash costs no time.
+pub fn respawn_delay(failures: u32) -> Duration {
+    match failures {
+        0 | 1 => Duration::ZERO,
+        n => Duration::from_millis(100u64.saturating_mul(1 << (n - 2).min(7))).min(Duration::from_secs(10)),
+    }
+}
+
+/// A worker that ran at least this long resets its slot's failure count.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// How often the loop wakes without events (timeouts, respawn delays).
+const TICK: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+enum Phase {
+    /// Spawned, has not reported ready.
+    Starting,
+    Ready,
+    /// Told to stop; killed at the deadline.
+    Stopping {
+        deadline: Instant,
+    },
+}
+
+#[derive(Debug)]
+struct Worker {
+    slot: usize,
+    pid: Pid,
+    channel: UnixStream,
+    lines: LineBuffer,
+    phase: Phase,
+    spawned: Instant,
+    last_heartbeat: Instant,
+    connections: u64,
+    requests: u64,
+}
+
+/// What a slot is waiting for when it has no worker.
+#[derive(Debug, Default, Clone, Copy)]
+struct SlotState {
+    failures: u32,
+    respawn_at: Option<Instant>,
+    /// Its worker failed to boot: do not respawn.
+    halted: bool,
+}
+
+/// Errors that stop the master.
+#[derive(Debug)]
+pub enum MasterError {
+    Bind(SocketAddr, io::Error),
+    Setup(String),
+    /// Every worker failed to boot.
+    WorkersCannotBoot,
+}
+
+impl std::fmt::Display for MasterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MasterError::Bind(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            MasterError::Setup(e) => write!(f, "{e}"),
+            MasterError::WorkersCannotBoot => write!(f, "no worker could boot; see the errors above"),
+        }
+    }
+}
+
+struct Master {
+    cfg: MasterConfig,
+    listener: socket2::Socket,
+    addr: SocketAddr,
+    workers: BTreeMap<i32, Worker>,
+    slots: Vec<SlotState>,
+    stopping: Option<Instant>,
+    announced: bool,
+}
+
+/// Binds the listening socket and calls `listen()`: from this moment the
+/// kernel queues connections, even while no worker is alive (at start, or
+/// while a crashed worker is being replaced).
+pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// Runs the master until it is stopped. Returns the process exit code.
+pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
+    let mask = supervised_signals();
+    // Blocked before any worker exists; each worker unblocks them again
+    // (Command does not reset the signal mask of its child).
+    mask.thread_block().map_err(|e| MasterError::Setup(format!("blocking signals: {e}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| MasterError::Setup(format!("signalfd: {e}")))?;
+
+    let listener = bind_listener(cfg.bind, cfg.backlog).map_err(|e| MasterError::Bind(cfg.bind, e))?;
+    let addr = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| MasterError::Setup("listener has no address".into()))?;
+    log::info!("listening on {addr}, starting {} workers: {}", cfg.workers, cfg.command.program.display());
+
+    let mut master = Master {
+        slots: vec![SlotState::default(); cfg.workers],
+        cfg,
+        listener,
+        addr,
+        workers: BTreeMap::new(),
+        stopping: None,
+        announced: false,
+    };
+    for slot in 0..master.cfg.workers {
+        master.spawn_worker(slot);
+    }
+    master.run_loop(&signals)
+}
+
+fn supervised_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGCHLD] {
+        mask.add(s);
+    }
+    mask
+}
+
+impl Master {
+    fn run_loop(&mut self, signals: &SignalFd) -> Result<i32, MasterError> {
+        loop {
+            self.wait_for_events(signals);
+            while let Ok(Some(info)) = signals.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGTERM) => self.handle_stop("SIGTERM", self.cfg.graceful_timeout),
+                    Ok(Signal::SIGINT) => self.handle_stop("SIGINT", Duration::ZERO),
+                    Ok(Signal::SIGQUIT) => self.handle_stop("SIGQUIT", Duration::ZERO),
+                    Ok(Signal::SIGHUP) => log::warn!("SIGHUP: reload is not implemented yet; ignored"),
+                    _ => {} // SIGCHLD: reaped below on every pass.
+                }
+            }
+            self.read_channels();
+            self.reap_workers();
+            self.murder_workers();
+            if let Some(code) = self.check_done()? {
+                return Ok(code);
+            }
+            self.manage_workers();
+            self.announce_when_ready();
+        }
+    }
+
+    /// Sleeps until a signal, a channel message, or the next tick.
+    fn wait_for_events(&self, signals: &SignalFd) {
+        let mut fds = Vec::with_capacity(self.workers.len() + 1);
+        fds.push(PollFd::new(signals.as_fd(), PollFlags::POLLIN));
+        for w in self.workers.values() {
+            fds.push(PollFd::new(w.channel.as_fd(), PollFlags::POLLIN));
+        }
+        let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::NONE);
+        let _ = poll(&mut fds, timeout);
+    }
+
+    fn spawn_worker(&mut self, slot: usize) {
+        match start_worker(&self.cfg, &self.listener, slot) {
+            Ok(w) => {
+                log::info!("worker {slot} spawned, pid {}", w.pid);
+                self.workers.insert(w.pid.as_raw(), w);
+                self.slots[slot].respawn_at = None;
+            }
+            Err(e) => {
+                log::error!("worker {slot}: cannot spawn {}: {e}", self.cfg.command.program.display());
+                let state = &mut self.slots[slot];
+                state.failures += 1;
+                state.respawn_at = Some(Instant::now() + respawn_delay(state.failures).max(TICK));
+            }
+        }
+    }
+
+    fn read_channels(&mut self) {
+        let mut buf = [0u8; 512];
+        for w in self.workers.values_mut() {
+            loop {
+                match w.channel.read(&mut buf) {
+                    Ok(0) => break, // EOF: the exit is seen by reap_workers.
+                    Ok(n) => match w.lines.feed(&buf[..n]) {
+                        Ok(lines) => {
+                            for line in lines {
+                                w.handle_message(&line);
+                            }
+                        }
+                        Err(()) => {
+                            log::error!("worker {} (pid {}): garbage on its channel; killing it", w.slot, w.pid);
+                            let _ = kill(w.pid, Signal::SIGKILL);
+                            break;
+                        }
+                    },
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break, // WouldBlock (nothing more) or a dead peer.
+                }
+            }
+        }
+    }
+
+    /// Collects every exited child and decides what its slot does next.
+    fn reap_workers(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(s) => s,
+                Err(_) => return, // ECHILD: no children left.
+            };
+            let Some((pid, exit)) = classify_exit(status) else { return };
+            let Some(w) = self.workers.remove(&pid.as_raw()) else { continue };
+            let uptime = w.spawned.elapsed();
+            let expected = matches!(w.phase, Phase::Stopping { .. }) || self.stopping.is_some();
+            if expected {
+                log::info!("worker {} (pid {pid}) {exit} after stopping", w.slot);
+                continue;
+            }
+            let state = &mut self.slots[w.slot];
+            if let (Exit::BootFailure(_), Phase::Starting) = (exit, &w.phase) {
+                log::error!("worker {} (pid {pid}) {exit}; not respawning this slot", w.slot);
+                state.halted = true;
+                continue;
+            }
+            if uptime >= STABLE_AFTER {
+                state.failures = 0;
+            }
+            state.failures += 1;
+            let delay = respawn_delay(state.failures);
+            log::warn!(
+                "worker {} (pid {pid}) {exit} after {:.1}s ({} connections open); respawning in {:?}",
+                w.slot,
+                uptime.as_secs_f64(),
+                w.connections,
+                delay
+            );
+            state.respawn_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Kills workers that stopped heartbeating, and stopping workers past
+    /// their deadline.
+    fn murder_workers(&mut self) {
+        let now = Instant::now();
+        for w in self.workers.values() {
+            let reason = match w.phase {
+                Phase::Stopping { deadline } if now >= deadline => "did not finish within the graceful timeout",
+                Phase::Ready if now.duration_since(w.last_heartbeat) > self.cfg.worker_timeout => {
+                    "sent no heartbeat within the worker timeout (a handler may block its thread)"
+                }
+                Phase::Starting if now.duration_since(w.spawned) > self.cfg.worker_timeout => {
+                    "did not become ready within the worker timeout"
+                }
+                _ => continue,
+            };
+            log::error!(
+                "worker {} (pid {}) {reason}; last heartbeat {:.1}s ago, {} connections open, {} requests served; killing it",
+                w.slot,
+                w.pid,
+                now.duration_since(w.last_heartbeat).as_secs_f64(),
+                w.connections,
+                w.requests
+            );
+            let _ = kill(w.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// Fills empty slots whose respawn time has come.
+    fn manage_workers(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for slot in 0..self.slots.len() {
+            let state = self.slots[slot];
+            let occupied = self.workers.values().any(|w| w.slot == slot);
+            if occupied || state.halted {
+                continue;
+            }
+            if state.respawn_at.is_some_and(|t| now >= t) {
+                self.spawn_worker(slot);
+            }
+        }
+    }
+
+    fn announce_when_ready(&mut self) {
+        if self.announced || self.stopping.is_some() {
+            return;
+        }
+        let ready = self.workers.values().filter(|w| matches!(w.phase, Phase::Ready)).count();
+        let live_slots = self.slots.iter().filter(|s| !s.halted).count();
+        if ready == live_slots && ready > 0 {
+            self.announced = true;
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "http-cluster listening on http://{} ({} workers)", self.addr, ready);
+            let _ = out.flush();
+        }
+    }
+
+    fn handle_stop(&mut self, signal: &str, grace: Duration) {
+        if self.stopping.is_some() {
+            if grace.is_zero() {
+                log::info!("{signal}: stopping now");
+                for w in self.workers.values() {
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                }
+            }
+            return;
+        }
+        let deadline = Instant::now() + grace;
+        self.stopping = Some(deadline);
+        if grace.is_zero() {
+            log::info!("{signal}: fast stop");
+            for w in self.workers.values() {
+                let _ = kill(w.pid, Signal::SIGKILL);
+            }
+        } else {
+            log::info!("{signal}: graceful stop, up to {grace:?}");
+            for w in self.workers.values_mut() {
+                w.stop(deadline);
+            }
+        }
+    }
+
+    /// `Some(code)` when the master should exit.
+    fn check_done(&mut self) -> Result<Option<i32>, MasterError> {
+        if self.stopping.is_some() {
+            return Ok(self.workers.is_empty().then_some(0));
+        }
+        if self.workers.is_empty() && self.slots.iter().all(|s| s.halted) {
+            return Err(MasterError::WorkersCannotBoot);
+        }
+        Ok(None)
+    }
+}
+
+impl Worker {
+    fn handle_message(&mut self, line: &[u8]) {
+        match WorkerMsg::parse(line) {
+            Some(WorkerMsg::Ready) => {
+                if let Phase::Starting = self.phase {
+                    log::info!("worker {} (pid {}) ready in {:.0?}", self.slot, self.pid, self.spawned.elapsed());
+                    self.phase = Phase::Ready;
+                }
+                self.last_heartbeat = Instant::now();
+            }
+            Some(WorkerMsg::Heartbeat { connections, requests }) => {
+                self.last_heartbeat = Instant::now();
+                self.connections = connections;
+                self.requests = requests;
+            }
+            None => log::warn!(
+                "worker {} (pid {}): unknown message {:?}",
+                self.slot,
+                self.pid,
+                String::from_utf8_lossy(line)
+            ),
+        }
+    }
+
+    fn stop(&mut self, deadline: Instant) {
+        if matches!(self.phase, Phase::Stopping { .. }) {
+            return;
+        }
+        self.phase = Phase::Stopping { deadline };
+        if self.channel.write_all(MasterMsg::Stop.encode()).is_err() {
+            // It is already gone or going; reap_workers will see it.
+            let _ = kill(self.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Starts one worker process with the channel on its fd 3 and hands it the
+/// listening socket.
+fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> io::Result<Worker> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let mut cmd = Command::new(&cfg.command.program);
+    cmd.args(&cfg.command.args).envs(cfg.limits.to_env()).env("HTTP_CLUSTER_SLOT", slot.to_string());
+    let child_end = theirs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (dup2, fcntl, sigprocmask); it does
+    // not allocate or take locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            let placed = if child_end == CHANNEL_FD {
+                // Already in place; only drop close-on-exec.
+                nix::libc::fcntl(CHANNEL_FD, nix::libc::F_SETFD, 0)
+            } else {
+                // dup2 clears close-on-exec on the new descriptor.
+                nix::libc::dup2(child_end, CHANNEL_FD)
+            };
+            if placed < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The master blocks the signals it reads from its signalfd; a
+            // worker must start with the default mask.
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let pid = Pid::from_raw(child.id() as i32);
+    // The child is reaped with waitpid in reap_workers; dropping the handle
+    // neither waits nor kills.
+    drop(child);
+    fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.as_fd()).map_err(io::Error::from)?;
+    ours.set_nonblocking(true)?;
+    let now = Instant::now();
+    Ok(Worker {
+        slot,
+        pid,
+        channel: ours,
+        lines: LineBuffer::default(),
+        phase: Phase::Starting,
+        spawned: now,
+        last_heartbeat: now,
+        connections: 0,
+        requests: 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_statuses_are_classified() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(classify_exit(WaitStatus::Exited(pid, 0)), Some((pid, Exit::Clean)));
+        assert_eq!(classify_exit(WaitStatus::Exited(pid, 3)), Some((pid, Exit::BootFailure(3))));
+        assert_eq!(classify_exit(WaitStatus::Exited(pid, 4)), Some((pid, Exit::BootFailure(4))));
+        assert_eq!(classify_exit(WaitStatus::Exited(pid, 101)), Some((pid, Exit::Failed(101))));
+        assert_eq!(
+            classify_exit(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((pid, Exit::Signaled(Signal::SIGKILL)))
+        );
+        assert_eq!(classify_exit(WaitStatus::StillAlive), None);
+        assert_eq!(classify_exit(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
+    }
+
+    #[test]
+    fn respawn_backoff_starts_immediate_and_is_capped() {
+        assert_eq!(respawn_delay(1), Duration::ZERO);
+        assert_eq!(respawn_delay(2), Duration::from_millis(100));
+        assert_eq!(respawn_delay(3), Duration::from_millis(200));
+        assert_eq!(respawn_delay(5), Duration::from_millis(800));
+        assert_eq!(respawn_delay(50), Duration::from_secs(10));
+        let mut prev = Duration::ZERO;
+        for n in 1..40 {
+            assert!(respawn_delay(n) >= prev);
+            prev = respawn_delay(n);
+        }
+    }
+}

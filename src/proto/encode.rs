@@ -1,0 +1,261 @@
+//! Response encoding: heads, Content-Length and chunked bodies, error
+//! responses. The encoder, not the handler, decides the framing, so a
+//! handler cannot produce an ambiguous message.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use crate::proto::{Error, status};
+
+/// A response head as the handler builds it.
+///
+/// ```
+/// use http_cluster::Response;
+/// let head = Response::new(200).header("Content-Type", "text/plain").content_length(13);
+/// assert_eq!(head.status(), 200);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Response<'a> {
+    status: u16,
+    headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    length: Option<u64>,
+    close: bool,
+}
+
+impl<'a> Response<'a> {
+    pub fn new(status: u16) -> Response<'a> {
+        Response { status, headers: Vec::new(), length: None, close: false }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Adds a header field. `Content-Length` sets the body length (as
+    /// [`Response::content_length`]); `Connection: close` asks to close after
+    /// this response; `Transfer-Encoding` is ignored: framing is the
+    /// encoder's job.
+    pub fn header(mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Response<'a> {
+        let (name, value) = (name.into(), value.into());
+        if name.eq_ignore_ascii_case("content-length") {
+            // An unparsable length is kept as a header so encoding reports it.
+            match value.trim().parse() {
+                Ok(n) => {
+                    self.length = Some(n);
+                    return self;
+                }
+                Err(_) => {}
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
+                self.close = true;
+            }
+            return self;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return self;
+        }
+        self.headers.push((name, value));
+        self
+    }
+
+    /// Declares the body length: the body is sent as exactly this many bytes.
+    /// Without it the body is streamed chunked (or, to HTTP/1.0 clients,
+    /// until the connection closes).
+    pub fn content_length(mut self, n: u64) -> Response<'a> {
+        self.length = Some(n);
+        self
+    }
+
+    pub fn content_type(self, value: impl Into<Cow<'a, str>>) -> Response<'a> {
+        self.header("Content-Type", value)
+    }
+
+    /// Close the connection after this response.
+    pub fn close(mut self) -> Response<'a> {
+        self.close = true;
+        self
+    }
+
+    pub fn length(&self) -> Option<u64> {
+        self.length
+    }
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body may follow (HEAD request, 204, 304).
+    NoBody,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the connection closes (HTTP/1.0 client, unknown length).
+    UntilClose,
+}
+
+/// What the encoder needs to know about the request being answered.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo {
+    pub is_head: bool,
+    pub minor: u8,
+    /// The client allows keep-alive and the server is willing.
+    pub keep_alive: bool,
+}
+
+/// A handler mistake in a response head. Never caused by client input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EncodeError {
+    /// 1xx responses are not sent by handlers (100 Continue is automatic).
+    InformationalStatus(u16),
+    /// Status outside 200..=999.
+    InvalidStatus(u16),
+    /// A header name that is not a token, or a value with CR, LF or NUL.
+    InvalidHeader(String),
+}
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncodeError::InformationalStatus(s) => write!(f, "handlers cannot send informational status {s}"),
+            EncodeError::InvalidStatus(s) => write!(f, "invalid status code {s}"),
+            EncodeError::InvalidHeader(h) => write!(f, "invalid response header {h:?}"),
+        }
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Writes the status line and headers of `resp` to `out`. Returns the body
+/// framing and whether the connection stays open afterwards.
+pub fn encode_head(
+    resp: &Response<'_>,
+    req: RequestInfo,
+    date: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(Framing, bool), EncodeError> {
+    let code = resp.status;
+    if (100..200).contains(&code) {
+        return Err(EncodeError::InformationalStatus(code));
+    }
+    if !(200..=999).contains(&code) {
+        return Err(EncodeError::InvalidStatus(code));
+    }
+    for (name, value) in &resp.headers {
+        if name.is_empty()
+            || !name.bytes().all(is_token_byte)
+            || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+        {
+            return Err(EncodeError::InvalidHeader(format!("{name}: {value}")));
+        }
+    }
+    // RFC 9110 §6.4.1: responses to HEAD and 204/304 never carry content.
+    let body_allowed = !(req.is_head || code == 204 || code == 304);
+    let framing = match (body_allowed, resp.length) {
+        (false, _) => Framing::NoBody,
+        (true, Some(n)) => Framing::Length(n),
+        (true, None) if req.minor >= 1 => Framing::Chunked,
+        (true, None) => Framing::UntilClose,
+    };
+    let keep_alive = req.keep_alive && !resp.close && framing != Framing::UntilClose;
+
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status::reason(code).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in &resp.headers {
+        has_date |= name.eq_ignore_ascii_case("date");
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    match (framing, resp.length) {
+        // RFC 9110 §8.6: no Content-Length in a 204. A HEAD or 304 response
+        // may state the length the GET would have had.
+        (Framing::NoBody, Some(n)) if code != 204 => content_length(n, out),
+        (Framing::Length(n), _) => content_length(n, out),
+        (Framing::Chunked, _) => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        _ => {}
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if req.minor == 0 {
+        // RFC 9112 §9.3: HTTP/1.0 persistence must be confirmed.
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok((framing, keep_alive))
+}
+
+fn content_length(n: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Frames `data` as one chunk. Empty data writes nothing: an empty chunk
+/// would end the body.
+pub fn encode_chunk(data: &[u8], out: &mut Vec<u8>) {
+    if data.is_empty() {
+        return;
+    }
+    chunk_header(data.len(), out);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The size line of a chunk of `len` bytes (for writing the data separately).
+pub fn chunk_header(len: usize, out: &mut Vec<u8>) {
+    let mut hex = [0u8; 16];
+    let mut i = hex.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        hex[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&hex[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// The interim response sent when a handler first reads a body the client
+/// is holding back behind `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A complete error response for a rejected request; always closes.
+pub fn encode_error(err: Error, date: &[u8], out: &mut Vec<u8>) {
+    encode_plain_close(err.status(), err.detail(), date, out);
+}
+
+/// A short text/plain response with `Connection: close`.
+pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status::reason(code).as_bytes());
+    out.extend_from_slice(b"\r\nDate: ");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
+    content_length(text.len() as u64 + 1, out);
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}

@@ -1,0 +1,395 @@
+//! Request heads: `httparse` for the syntax, then every framing and
+//! smuggling rule of RFC 9112 in one function, [`parse`].
+
+use std::mem::MaybeUninit;
+
+use crate::config::{Limits, MAX_HEADERS_CAP};
+use crate::proto::Error;
+
+/// How the body of a request is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No Content-Length and no Transfer-Encoding: no body (rule 7).
+    Empty,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A byte range inside [`Request::head`]. `u32` because the head is bounded
+/// by `max_head_bytes`, which is far below 4 GiB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+impl Span {
+    fn of(base: &[u8], part: &[u8]) -> Span {
+        // Both slices come from the same buffer; the offset is plain address
+        // arithmetic, no pointer is dereferenced.
+        let start = part.as_ptr() as usize - base.as_ptr() as usize;
+        Span { start: start as u32, end: (start + part.len()) as u32 }
+    }
+
+    fn get(self, head: &[u8]) -> &[u8] {
+        &head[self.start as usize..self.end as usize]
+    }
+}
+
+/// A parsed request head. It owns a copy of its bytes, so a handler can keep
+/// it while the connection reads on.
+#[derive(Clone, Debug)]
+pub struct Request {
+    head: Box<[u8]>,
+    method: Span,
+    target: Span,
+    minor: u8,
+    headers: Vec<(Span, Span)>,
+    keep_alive: bool,
+    body: BodyKind,
+    expect_continue: bool,
+}
+
+impl Request {
+    /// The method token, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        // httparse checked the method is a token: ASCII, so valid UTF-8.
+        std::str::from_utf8(self.method.get(&self.head)).unwrap_or("")
+    }
+
+    /// The request target exactly as sent (origin, absolute, authority or
+    /// asterisk form).
+    pub fn target(&self) -> &str {
+        // httparse allows obs-text in targets; such a target reads as "".
+        std::str::from_utf8(self.target.get(&self.head)).unwrap_or("")
+    }
+
+    /// The path of the target, without query; for an absolute-form target
+    /// (`http://host/p?q`) the path part (`/p`).
+    pub fn path(&self) -> &str {
+        let t = self.target();
+        let t = match t.find("://") {
+            Some(i) if !t.starts_with('/') => {
+                let rest = &t[i + 3..];
+                rest.find('/').map_or("/", |j| &rest[j..])
+            }
+            _ => t,
+        };
+        t.split(['?', '#']).next().unwrap_or(t)
+    }
+
+    /// The query string after `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        let t = self.target();
+        t.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q))
+    }
+
+    /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub fn version_minor(&self) -> u8 {
+        self.minor
+    }
+
+    /// The first value of header `name` (case-insensitive), if it is valid
+    /// UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_bytes(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of header `name` as raw bytes (values may carry
+    /// obs-text).
+    pub fn header_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+    }
+
+    /// All header fields in order, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.headers.iter().map(|(n, v)| {
+            // Names are tokens (checked by httparse): ASCII.
+            (std::str::from_utf8(n.get(&self.head)).unwrap_or(""), v.get(&self.head))
+        })
+    }
+
+    /// Whether the client allows the connection to stay open after this
+    /// exchange (HTTP/1.1 default, or HTTP/1.0 with `Connection: keep-alive`).
+    pub fn keep_alive(&self) -> bool {
+        self.keep_alive
+    }
+
+    /// How the body is framed.
+    pub fn body_kind(&self) -> BodyKind {
+        self.body
+    }
+
+    /// The declared body length, if the body is Content-Length framed.
+    pub fn content_length(&self) -> Option<u64> {
+        match self.body {
+            BodyKind::Length(n) => Some(n),
+            BodyKind::Empty => Some(0),
+            BodyKind::Chunked => None,
+        }
+    }
+
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub fn expects_continue(&self) -> bool {
+        self.expect_continue
+    }
+
+    /// `HEAD` requests get a response head without body.
+    pub fn is_head(&self) -> bool {
+        self.method.get(&self.head) == b"HEAD"
+    }
+}
+
+/// Parses one request head from the start of `buf`.
+///
+/// `Ok(None)`: the head is not complete yet, read more. `Ok(Some((req, n)))`:
+/// a head of `n` bytes; the body (if any) starts at `buf[n]`. `Err`: reject
+/// the request with the error's status and close the connection.
+pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+    check_request_line_len(buf, limits.max_request_line)?;
+
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
+    let slots = &mut slots[..(limits.max_headers as usize).min(MAX_HEADERS_CAP)];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::HeaderName) => return Err(Error::BadRequest("invalid header name")),
+        Err(httparse::Error::HeaderValue) => return Err(Error::BadRequest("invalid header value")),
+        Err(httparse::Error::NewLine) => return Err(Error::BadRequest("invalid line ending")),
+        Err(_) => return Err(Error::BadRequest("invalid request line")),
+    };
+    if len > limits.max_head_bytes {
+        return Err(Error::HeadTooLarge);
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(Error::BadRequest("invalid request line"));
+    };
+    check_target(method, target)?;
+
+    let framing = Framing::of(req.headers, minor)?;
+    let body = framing.body_kind(minor)?;
+    if let BodyKind::Length(n) = body {
+        if n > limits.max_body_bytes {
+            return Err(Error::PayloadTooLarge);
+        }
+    }
+
+    let base = &buf[..len];
+    let headers =
+        req.headers.iter().map(|h| (Span::of(base, h.name.as_bytes()), Span::of(base, trim_ows(h.value)))).collect();
+    let request = Request {
+        method: Span::of(base, method.as_bytes()),
+        target: Span::of(base, target.as_bytes()),
+        minor,
+        headers,
+        keep_alive: framing.keep_alive(minor),
+        body,
+        expect_continue: minor >= 1 && framing.expect_continue,
+        head: base.into(),
+    };
+    Ok(Some((request, len)))
+}
+
+/// 414 as soon as `max` bytes of request line have arrived without its end,
+/// so a client cannot make us buffer a huge line before we notice.
+fn check_request_line_len(buf: &[u8], max: usize) -> Result<(), Error> {
+    // RFC 9112 §2.2: a server SHOULD ignore empty lines before the request
+    // line; httparse skips them too.
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line = &buf[start..];
+    let window = &line[..line.len().min(max + 2)];
+    match window.iter().position(|&b| b == b'\n') {
+        Some(lf) => {
+            let len = if lf > 0 && window[lf - 1] == b'\r' { lf - 1 } else { lf };
+            if len > max { Err(Error::UriTooLong) } else { Ok(()) }
+        }
+        None if window.len() > max + 1 => Err(Error::UriTooLong),
+        None => Ok(()),
+    }
+}
+
+/// httparse only knows HTTP/1.0 and 1.1. A well-formed `HTTP/x.y` with
+/// another version is refused with 505 (RFC 9110 §15.6.6); anything else in
+/// the version position is a syntax error.
+fn version_error(buf: &[u8]) -> Error {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && !(*major == b'1' && *minor <= b'1') =>
+        {
+            Error::VersionNotSupported
+        }
+        _ => Error::BadRequest("invalid HTTP version"),
+    }
+}
+
+/// RFC 9112 §3.2: origin-form for all methods, absolute-form for all
+/// (servers MUST accept it), authority-form only for CONNECT, asterisk-form
+/// only for OPTIONS.
+fn check_target(method: &str, target: &str) -> Result<(), Error> {
+    let ok = if target.starts_with('/') {
+        true
+    } else if target == "*" {
+        method == "OPTIONS"
+    } else if method == "CONNECT" {
+        !target.contains('/')
+    } else {
+        match target.split_once("://") {
+            Some((scheme, rest)) => {
+                !scheme.is_empty()
+                    && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+                    && !rest.is_empty()
+            }
+            None => false,
+        }
+    };
+    if ok { Ok(()) } else { Err(Error::BadRequest("invalid request target")) }
+}
+
+/// What the framing-related header fields say, gathered in one pass.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    /// Codings in order across all Transfer-Encoding lines.
+    chunked_count: u32,
+    last_is_chunked: bool,
+    unknown_coding: bool,
+    host_count: u32,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+}
+
+impl Framing {
+    fn of(headers: &[httparse::Header<'_>], minor: u8) -> Result<Framing, Error> {
+        let mut f = Framing::default();
+        for h in headers {
+            let name = h.name.as_bytes();
+            let value = trim_ows(h.value);
+            if name.eq_ignore_ascii_case(b"content-length") {
+                // RFC 9110 §8.6: a list of identical values may be accepted
+                // as one; differing values are unrecoverable framing errors
+                // (RFC 9112 §6.3 rule 5), the classic smuggling vector.
+                for item in value.split(|&b| b == b',') {
+                    let n = parse_content_length(trim_ows(item))?;
+                    match f.content_length {
+                        Some(prev) if prev != n => return Err(Error::BadRequest("conflicting Content-Length")),
+                        _ => f.content_length = Some(n),
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                f.transfer_encoding = true;
+                for coding in value.split(|&b| b == b',').map(trim_ows) {
+                    if coding.is_empty() {
+                        continue; // RFC 9110 §5.6.1: empty list elements are ignored
+                    }
+                    // A coding may carry parameters; only its name matters.
+                    let coding_name = trim_ows(coding.split(|&b| b == b';').next().unwrap_or(coding));
+                    f.last_is_chunked = coding_name.eq_ignore_ascii_case(b"chunked");
+                    if f.last_is_chunked {
+                        f.chunked_count += 1;
+                    } else {
+                        f.unknown_coding = true;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"host") {
+                f.host_count += 1;
+                if !value.iter().all(|&b| is_host_byte(b)) {
+                    return Err(Error::BadRequest("invalid Host"));
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in value.split(|&b| b == b',').map(trim_ows) {
+                    f.close |= token.eq_ignore_ascii_case(b"close");
+                    f.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if name.eq_ignore_ascii_case(b"expect") {
+                // RFC 9110 §10.1.1: 100-continue is the only expectation;
+                // others get 417. HTTP/1.0 ignores expectations entirely.
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    f.expect_continue = true;
+                } else if minor >= 1 {
+                    return Err(Error::ExpectationFailed);
+                }
+            }
+        }
+        // RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host and for
+        // any request with more than one.
+        if f.host_count > 1 || (minor >= 1 && f.host_count == 0) {
+            return Err(Error::BadRequest("missing or repeated Host"));
+        }
+        Ok(f)
+    }
+
+    fn body_kind(&self, minor: u8) -> Result<BodyKind, Error> {
+        if !self.transfer_encoding {
+            return Ok(self.content_length.map_or(BodyKind::Empty, BodyKind::Length));
+        }
+        // RFC 9112 §6.1: a server that receives Transfer-Encoding in an
+        // HTTP/1.0 message MUST treat the framing as faulty: refuse it.
+        if minor == 0 {
+            return Err(Error::BadRequest("Transfer-Encoding in HTTP/1.0"));
+        }
+        if self.content_length.is_some() {
+            // RFC 9112 §6.3 rule 3: CL with TE "ought to be handled as an
+            // error" — a request smuggling attempt. We reject outright.
+            return Err(Error::BadRequest("both Content-Length and Transfer-Encoding"));
+        }
+        // RFC 9112 §6.3 rule 4: if chunked is not the final coding of a
+        // request, the length cannot be determined: 400 and close.
+        if !self.last_is_chunked {
+            return Err(Error::BadRequest("Transfer-Encoding does not end in chunked"));
+        }
+        // RFC 9112 §7: chunked must not be applied more than once.
+        if self.chunked_count > 1 {
+            return Err(Error::BadRequest("chunked applied more than once"));
+        }
+        // RFC 9112 §6.1: a coding we do not understand gets 501.
+        if self.unknown_coding {
+            return Err(Error::NotImplemented("unsupported transfer coding"));
+        }
+        Ok(BodyKind::Chunked)
+    }
+
+    fn keep_alive(&self, minor: u8) -> bool {
+        // RFC 9112 §9.3: HTTP/1.1 persists unless "close"; HTTP/1.0 only
+        // with "keep-alive".
+        !self.close && (minor >= 1 || self.keep_alive)
+    }
+}
+
+/// `Content-Length = 1*DIGIT`: no sign, no spaces inside, no hex, and it
+/// must fit in u64.
+fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(Error::BadRequest("invalid Content-Length"));
+    }
+    value
+        .iter()
+        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        .ok_or(Error::BadRequest("invalid Content-Length"))
+}
+
+/// Bytes allowed in a Host value: uri-host (reg-name, IP literal) and port
+/// (RFC 3986 §3.2.2).
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b)
+}
+
+/// Strips optional whitespace (SP / HTAB) from both ends.
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |e| e + 1);
+    &v[start..end]
+}

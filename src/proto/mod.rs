@@ -1,0 +1,66 @@
+//! HTTP/1.1 without I/O: bytes in, requests and body chunks out; responses
+//! in, bytes out. Nothing here touches a socket, a clock other than through
+//! [`date`], or the may runtime, so every function can be fed arbitrary bytes
+//! by unit tests, property tests and fuzzers.
+
+pub mod date;
+pub mod decode;
+pub mod encode;
+pub mod head;
+pub mod status;
+
+use std::fmt;
+
+/// Why a request was rejected. Each variant maps to one response status;
+/// the connection is always closed after the error response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// 400: malformed syntax or framing; the text says which rule.
+    BadRequest(&'static str),
+    /// 413: the body is larger than `max_body_bytes`.
+    PayloadTooLarge,
+    /// 414: the request line is longer than `max_request_line`.
+    UriTooLong,
+    /// 417: an `Expect` other than `100-continue`.
+    ExpectationFailed,
+    /// 431: the head exceeds `max_head_bytes` or `max_headers`.
+    HeadTooLarge,
+    /// 501: a transfer coding this server does not implement.
+    NotImplemented(&'static str),
+    /// 505: an HTTP major version other than 1.
+    VersionNotSupported,
+}
+
+impl Error {
+    pub fn status(self) -> u16 {
+        match self {
+            Error::BadRequest(_) => 400,
+            Error::PayloadTooLarge => 413,
+            Error::UriTooLong => 414,
+            Error::ExpectationFailed => 417,
+            Error::HeadTooLarge => 431,
+            Error::NotImplemented(_) => 501,
+            Error::VersionNotSupported => 505,
+        }
+    }
+
+    /// A short human-readable explanation, sent as the error response body.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Error::BadRequest(why) | Error::NotImplemented(why) => why,
+            Error::PayloadTooLarge => "request body too large",
+            Error::UriTooLong => "request line too long",
+            Error::ExpectationFailed => "unsupported expectation",
+            Error::HeadTooLarge => "request head too large",
+            Error::VersionNotSupported => "HTTP version not supported",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.detail())
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,249 @@
+//! A worker process: takes the listening socket from fd 3, runs one may
+//! coroutine per connection, reports to the master over the same fd, and
+//! drains when told to stop or when the master disappears.
+
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use may::coroutine;
+use may::net::TcpListener;
+
+use crate::config::Limits;
+use crate::conn::{self, App, ServerState};
+use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
+use crate::fdpass;
+
+/// The descriptor number the master puts the channel on (as libuv's
+/// `stdio = {0, 1, 2, pipe}` does).
+pub const CHANNEL_FD: i32 = 3;
+
+/// Coroutine stack size, in machine words (may's unit): 64 KiB. Handlers
+/// run on this stack, so it must hold the head parser's header slots (up to
+/// 8 KiB) plus real handler code (serde, formatting) with margin. Stacks are
+/// lazily mapped, so idle connections only pay for the pages they touched.
+pub const STACK_WORDS: usize = 64 * 1024 / std::mem::size_of::<usize>();
+
+/// may worker threads per process: one. Parallelism comes from one process
+/// per core; a second scheduler thread in each process would only add
+/// cross-core wakeups and lock traffic.
+pub const MAY_THREADS: usize = 1;
+
+/// Why a worker could not start.
+#[derive(Debug)]
+pub enum BootError {
+    NoChannel,
+    Receive(fdpass::RecvFdError),
+    NotAListener(&'static str),
+    Config(clap::Error),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for BootError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BootError::NoChannel => {
+                write!(f, "fd {CHANNEL_FD} is not open: start workers through the http-cluster master")
+            }
+            BootError::Receive(e) => write!(f, "taking the listening socket from fd {CHANNEL_FD}: {e}"),
+            BootError::NotAListener(why) => write!(f, "the socket from fd {CHANNEL_FD} is not usable: {why}"),
+            BootError::Config(e) => write!(f, "invalid HTTP_CLUSTER_* setting: {e}"),
+            BootError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Runs `app` as a worker process of the cluster; never returns. Exits 0
+/// after a drain, [`control::EXIT_BOOT_ERROR`] if it cannot start.
+pub fn run(app: impl App) -> ! {
+    crate::logging::init("worker");
+    match boot() {
+        Ok((limits, listener, channel)) => serve(Arc::new(app), limits, listener, channel),
+        Err(e) => {
+            log::error!("worker cannot start: {e}");
+            std::process::exit(control::EXIT_BOOT_ERROR);
+        }
+    }
+}
+
+fn boot() -> Result<(Arc<Limits>, TcpListener, UnixStream), BootError> {
+    let limits = Limits::from_env().map_err(BootError::Config)?;
+    let channel = fdpass::inherited_fd(CHANNEL_FD).ok_or(BootError::NoChannel)?;
+    let (_payload, fd) = fdpass::recv_fd(channel.as_fd()).map_err(BootError::Receive)?;
+    let socket = socket2::Socket::from(fd);
+    if socket.r#type().map_err(BootError::Io)? != socket2::Type::STREAM {
+        return Err(BootError::NotAListener("not a stream socket"));
+    }
+    if !socket.is_listener().map_err(BootError::Io)? {
+        return Err(BootError::NotAListener("listen() was not called on it"));
+    }
+    if socket.local_addr().map_err(BootError::Io)?.as_socket().is_none() {
+        return Err(BootError::NotAListener("not a TCP socket"));
+    }
+    configure_may();
+    let std_listener: std::net::TcpListener = socket.into();
+    std_listener.set_nonblocking(true).map_err(BootError::Io)?;
+    // SAFETY: the descriptor comes from `into_raw_fd`, so ownership moves
+    // to may's listener and nothing else closes it. (may's constructor
+    // panics only if epoll registration fails, which at boot means the
+    // process cannot serve at all.)
+    let listener = unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) };
+    Ok((Arc::new(limits), listener, UnixStream::from(channel)))
+}
+
+/// may's defaults suit a single-process server; ours is one process per
+/// core, so: one scheduler thread, no pinning (every process would pin to
+/// core 0; the kernel spreads processes over the cores `taskset` allows),
+/// and a deliberate stack size.
+fn configure_may() {
+    may::config().set_workers(MAY_THREADS).set_stack_size(STACK_WORDS).set_worker_pin(false);
+}
+
+fn serve(app: Arc<dyn App>, limits: Arc<Limits>, listener: TcpListener, mut channel: UnixStream) -> ! {
+    let state = Arc::new(ServerState::default());
+    let accepting = spawn_accept_loop(listener, app, limits, state.clone());
+    let ticks = spawn_liveness_ticker();
+
+    if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
+        log::error!("master went away before this worker became ready");
+        std::process::exit(control::EXIT_BOOT_ERROR);
+    }
+    log::info!("ready");
+
+    let stop = supervise(&mut channel, &state, &ticks);
+    log::info!("draining ({stop}): {} connections open", state.connections.load(Ordering::Relaxed));
+    // SAFETY: the accept coroutine owns only its listener and an Arc of the
+    // app; it holds no lock and nothing observes its half-done state, so
+    // unwinding it at its parking point (accept) drops those and nothing else.
+    unsafe { accepting.coroutine().cancel() };
+    state.drain();
+    let mut last_tick = 0;
+    let mut last_report = Instant::now();
+    while state.connections.load(Ordering::SeqCst) > 0 {
+        // Keep proving liveness while draining: the master's timeout applies.
+        if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
+            last_report = Instant::now();
+            let _ = report(&mut channel, &state, &ticks, &mut last_tick);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    log::info!("drained, exiting");
+    std::process::exit(0)
+}
+
+fn spawn_accept_loop(
+    listener: TcpListener,
+    app: Arc<dyn App>,
+    limits: Arc<Limits>,
+    state: Arc<ServerState>,
+) -> coroutine::JoinHandle<()> {
+    let accept = move || {
+        for stream in listener.incoming() {
+            if state.draining.load(Ordering::SeqCst) {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    // EMFILE and friends: log, back off briefly, go on. The
+                    // connection stays queued in the kernel.
+                    log::warn!("accept: {e}");
+                    coroutine::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let (app, limits, state) = (app.clone(), limits.clone(), state.clone());
+            let spawned = spawn(move || conn::serve(stream, &*app, &limits, &state));
+            if let Err(e) = spawned {
+                log::error!("cannot start a connection coroutine: {e}");
+            }
+        }
+    };
+    match spawn(accept) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start the accept loop: {e}");
+            std::process::exit(control::EXIT_BOOT_ERROR);
+        }
+    }
+}
+
+/// A coroutine that counts up every heartbeat interval. The master hears a
+/// heartbeat only while the count moves, so a handler that blocks the
+/// scheduler thread stops the heartbeats even though this process's main
+/// thread is fine.
+fn spawn_liveness_ticker() -> Arc<AtomicU64> {
+    let ticks = Arc::new(AtomicU64::new(0));
+    let t = ticks.clone();
+    let ticker = move || {
+        loop {
+            t.fetch_add(1, Ordering::Relaxed);
+            coroutine::sleep(control::HEARTBEAT_INTERVAL / 2);
+        }
+    };
+    if let Err(e) = spawn(ticker) {
+        log::error!("cannot start the liveness ticker: {e}");
+        std::process::exit(control::EXIT_BOOT_ERROR);
+    }
+    ticks
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
+    // SAFETY: may requires that coroutines not use thread-local storage and
+    // fit their stack. Our connection code uses no thread-locals (the Date
+    // cache is a process-wide atomic), and STACK_WORDS is sized for it.
+    unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn(f) }
+}
+
+/// Serves the channel on the main thread until the worker must stop;
+/// returns why.
+fn supervise(channel: &mut UnixStream, state: &ServerState, ticks: &AtomicU64) -> &'static str {
+    let _ = channel.set_read_timeout(Some(control::HEARTBEAT_INTERVAL));
+    let mut lines = LineBuffer::default();
+    let mut last_tick = 0;
+    let mut last_report = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match channel.read(&mut buf) {
+            Ok(0) => return "master closed the channel",
+            Ok(n) => match lines.feed(&buf[..n]) {
+                Ok(msgs) => {
+                    if msgs.iter().any(|l| MasterMsg::parse(l) == Some(MasterMsg::Stop)) {
+                        return "master asked to stop";
+                    }
+                }
+                Err(()) => return "garbage on the channel",
+            },
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return "channel failed",
+        }
+        if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
+            last_report = Instant::now();
+            if report(channel, state, ticks, &mut last_tick).is_err() {
+                return "master closed the channel";
+            }
+        }
+    }
+}
+
+/// Sends a heartbeat if the scheduler made progress since the last one.
+fn report(channel: &mut UnixStream, state: &ServerState, ticks: &AtomicU64, last_tick: &mut u64) -> io::Result<()> {
+    let now = ticks.load(Ordering::Relaxed);
+    if now == *last_tick {
+        return Ok(());
+    }
+    *last_tick = now;
+    let msg = WorkerMsg::Heartbeat {
+        connections: state.connections.load(Ordering::Relaxed) as u64,
+        requests: state.requests.load(Ordering::Relaxed),
+    };
+    channel.write_all(msg.encode().as_bytes())
+}

@@ -1,0 +1,338 @@
+//! The cluster core end to end: one master, real workers, real sockets and
+//! real clients (curl, Python's http.client).
+
+mod util;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use util::*;
+
+/// The inode of the one socket listening on `port`, from /proc/net/tcp
+/// (and the number of listening sockets on that port).
+fn listening_inodes(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect()
+}
+
+fn socket_inodes_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn every_worker_serves_the_one_socket_the_master_bound() {
+    let server = Server::start(&["--workers", "3"]);
+    assert_eq!(server.banner, format!("http-cluster listening on http://{} (3 workers)", server.addr));
+    let inodes = listening_inodes(server.addr.port());
+    assert_eq!(inodes.len(), 1, "exactly one listening socket on the port: no worker bound its own");
+    let listener = &inodes[0];
+    assert!(socket_inodes_of(server.pid()).contains(listener), "the master holds the listener");
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 3);
+    for pid in workers {
+        assert!(socket_inodes_of(pid).contains(listener), "worker {pid} holds the master's listener");
+    }
+}
+
+#[test]
+fn get_and_head_exact_bytes() {
+    let server = Server::start(&["--workers", "1"]);
+    let get = exchange_raw(&server, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        without_date(&get),
+        "HTTP/1.1 200 OK\nContent-Type: text/plain\nDate: <date>\nContent-Length: 13\nConnection: close\n\nHello, world!"
+    );
+    let head = exchange_raw(&server, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        without_date(&head),
+        "HTTP/1.1 200 OK\nContent-Type: text/plain\nDate: <date>\nContent-Length: 13\nConnection: close\n"
+    );
+    let missing = exchange_raw(&server, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(String::from_utf8_lossy(&missing).starts_with("HTTP/1.1 404 Not Found\r\n"));
+}
+
+#[test]
+fn keep_alive_serves_several_requests_on_one_connection() {
+    let server = Server::start(&["--workers", "2"]);
+    let mut reader = Reader::new(server.connect());
+    for i in 0..10 {
+        let req =
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\nmsg{i}", 3 + i.to_string().len());
+        reader.get_mut().write_all(req.as_bytes()).unwrap();
+        let resp = reader.response(false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, format!("msg{i}").as_bytes());
+        assert_eq!(resp.header("connection"), None, "HTTP/1.1 keep-alive is implicit");
+    }
+    reader.get_mut().write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let head = reader.response(true).unwrap();
+    assert_eq!(head.header("content-length"), Some("13"));
+    reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(reader.response(false).unwrap().body, b"Hello, world!", "HEAD left no body bytes behind");
+}
+
+#[test]
+fn twenty_pipelined_requests_in_one_write_are_answered_in_order() {
+    let server = Server::start(&["--workers", "2"]);
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        let body = format!("request {i}");
+        batch.extend_from_slice(
+            format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes(),
+        );
+        if i % 5 == 4 {
+            batch.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+    }
+    let mut reader = Reader::new(server.connect());
+    reader.get_mut().write_all(&batch).unwrap();
+    for i in 0..20 {
+        let resp = reader.response(false).unwrap();
+        assert_eq!(resp.body, format!("request {i}").as_bytes());
+        if i % 5 == 4 {
+            assert_eq!(reader.response(false).unwrap().body, b"Hello, world!");
+        }
+    }
+}
+
+#[test]
+fn connection_close_is_honoured() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut reader = Reader::new(server.connect());
+    reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let resp = reader.response(false).unwrap();
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(reader.at_eof(), "server closes after a Connection: close exchange");
+}
+
+#[test]
+fn http10_keep_alive_is_confirmed_and_kept() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut reader = Reader::new(server.connect());
+    for _ in 0..3 {
+        reader.get_mut().write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap();
+        let resp = reader.response(false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.header("connection"), Some("keep-alive"));
+        assert_eq!(resp.body, b"Hello, world!");
+    }
+    // Plain HTTP/1.0 closes.
+    reader.get_mut().write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let resp = reader.response(false).unwrap();
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(reader.at_eof());
+}
+
+#[test]
+fn chunked_upload_is_echoed_raw_socket() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut reader = Reader::new(server.connect());
+    reader
+        .get_mut()
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n")
+        .unwrap();
+    let resp = reader.response(false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"hello world!");
+    // The connection is still good.
+    reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(reader.response(false).unwrap().body, b"Hello, world!");
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn one_mebibyte_echo_content_length_and_chunked() {
+    let server = Server::start(&["--workers", "2"]);
+    let body = pattern(1 << 20);
+    // Content-Length, raw socket; write from a thread so both directions flow.
+    let mut reader = Reader::new(server.connect());
+    let mut writer = reader.get_mut().try_clone().unwrap();
+    let sent = body.clone();
+    let t = std::thread::spawn(move || {
+        writer
+            .write_all(format!("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", sent.len()).as_bytes())
+            .unwrap();
+        writer.write_all(&sent).unwrap();
+    });
+    let resp = reader.response(false).unwrap();
+    t.join().unwrap();
+    assert_eq!(resp.header("content-length"), Some("1048576"));
+    assert!(resp.body == body, "1 MiB echoed byte for byte");
+
+    // Chunked, with curl.
+    let dir = std::env::temp_dir().join(format!("hc-echo-{}", std::process::id()));
+    std::fs::write(&dir, &body).unwrap();
+    let (ok, out) = run(Command::new("curl")
+        .args(["-sS", "--fail", "-H", "Transfer-Encoding: chunked", "--data-binary"])
+        .arg(format!("@{}", dir.display()))
+        .arg(server.url("/echo")));
+    std::fs::remove_file(&dir).ok();
+    assert!(ok);
+    assert!(out == body, "chunked 1 MiB echoed byte for byte by curl");
+}
+
+#[test]
+fn curl_gets_hello_and_chunked_echo() {
+    let server = Server::start(&["--workers", "2"]);
+    let (ok, out) = run(Command::new("curl").args(["-sS", "--fail"]).arg(server.url("/")));
+    assert!(ok);
+    assert_eq!(out, b"Hello, world!");
+    let (ok, out) = run(Command::new("curl")
+        .args(["-sS", "--fail", "-H", "Transfer-Encoding: chunked", "--data-binary", "streamed body"])
+        .arg(server.url("/echo")));
+    assert!(ok);
+    assert_eq!(out, b"streamed body");
+    // Several URLs on one curl invocation reuse the connection.
+    let (ok, out) = run(Command::new("curl")
+        .args(["-sS", "--fail"])
+        .arg(server.url("/"))
+        .arg(server.url("/"))
+        .arg(server.url("/")));
+    assert!(ok);
+    assert_eq!(out, b"Hello, world!Hello, world!Hello, world!");
+}
+
+#[test]
+fn python_http_client_keep_alive() {
+    let server = Server::start(&["--workers", "2"]);
+    let script = format!(
+        r#"
+import http.client
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+for i in range(5):
+    c.request("GET", "/")
+    r = c.getresponse()
+    assert r.status == 200 and r.read() == b"Hello, world!", i
+c.request("HEAD", "/")
+r = c.getresponse(); assert r.status == 200 and r.read() == b"" and r.getheader("Content-Length") == "13"
+c.request("POST", "/echo", body=b"x" * 100000)
+r = c.getresponse(); assert r.read() == b"x" * 100000
+c.request("POST", "/echo", body=iter([b"abc", b"def"]), encode_chunked=True)
+r = c.getresponse(); assert r.read() == b"abcdef"
+c.request("GET", "/missing")
+r = c.getresponse(); assert r.status == 404; r.read()
+print("ok")
+"#,
+        port = server.addr.port()
+    );
+    let (ok, out) = run(Command::new("python3").arg("-c").arg(script));
+    assert!(ok, "python http.client run failed: {}", String::from_utf8_lossy(&out));
+    assert_eq!(out, b"ok\n");
+}
+
+#[test]
+fn external_worker_program_runs_under_the_master() {
+    let hello = bin("hello");
+    let server = Server::start(&["--workers", "2", "--", hello.to_str().unwrap()]);
+    let get = exchange_raw(&server, b"GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(without_date(&get).ends_with("Content-Length: 13\nConnection: close\n\nHello, world!"));
+    for pid in server.worker_pids() {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        assert_eq!(exe, hello, "worker {pid} runs the external program");
+    }
+}
+
+#[test]
+fn sigterm_stops_everything_and_exits_zero() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 2);
+    // An idle keep-alive connection must not hold up the stop.
+    let mut idle = Reader::new(server.connect());
+    idle.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.response(false).unwrap();
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0), "stderr:\n{}", server.stderr());
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} is gone");
+    }
+    assert!(idle.at_eof(), "the idle connection was closed");
+}
+
+#[test]
+fn sigint_stops_everything_too() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    server.signal(libc::SIGINT);
+    assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} is gone");
+    }
+}
+
+#[test]
+fn a_panicking_handler_ends_only_its_connection() {
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--", faults.to_str().unwrap()]);
+    let mut bystander = Reader::new(server.connect());
+    bystander.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let before = bystander.response(false).unwrap();
+
+    let out = exchange_raw(&server, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 500 "), "{}", String::from_utf8_lossy(&out));
+
+    bystander.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let after = bystander.response(false).unwrap();
+    assert_eq!(before.body, after.body, "same worker process, same keep-alive connection still served");
+}
+
+/// Segments this socket has received so far (TCP_INFO, Linux).
+fn segments_in(s: &std::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain old data; getsockopt writes at most `len`
+    // bytes into it and we pass its exact size.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0);
+        info.tcpi_segs_in
+    }
+}
+
+#[test]
+fn pipelined_responses_leave_in_one_write() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut reader = Reader::new(server.connect());
+    reader.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    reader.response(false).unwrap();
+
+    // The server sets TCP_NODELAY, so each write() it makes leaves as its
+    // own segment: twenty responses written one by one arrive as ~20
+    // segments, one batched write as one (plus at most a bare ACK).
+    let batch = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20);
+    let before = segments_in(reader.get_mut());
+    reader.get_mut().write_all(&batch).unwrap();
+    for _ in 0..20 {
+        assert_eq!(reader.response(false).unwrap().body, b"Hello, world!");
+    }
+    let delta = segments_in(reader.get_mut()) - before;
+    assert!(delta <= 2, "20 pipelined responses arrived in {delta} segments");
+}

@@ -1,0 +1,303 @@
+//! Test harness: runs the real `http-cluster` master (with real workers) on
+//! 127.0.0.1:0, and talks to it over real sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn bin(name: &str) -> PathBuf {
+    match name {
+        "http-cluster" => PathBuf::from(env!("CARGO_BIN_EXE_http-cluster")),
+        "hello" => PathBuf::from(env!("CARGO_BIN_EXE_hello")),
+        "echo" => PathBuf::from(env!("CARGO_BIN_EXE_echo")),
+        "faults" => PathBuf::from(env!("CARGO_BIN_EXE_faults")),
+        other => panic!("unknown binary {other}"),
+    }
+}
+
+/// A running master. Killed with its whole process group on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub banner: String,
+    pub stderr: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts the master with `args` (a `--bind 127.0.0.1:0` is added) and
+    /// waits for its "listening" line.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin("http-cluster"));
+        cmd.arg("--bind").arg("127.0.0.1:0").args(args);
+        cmd.envs(env.iter().copied());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+        // Own process group: Drop can kill master and workers together.
+        cmd.process_group(0);
+        let mut child = cmd.spawn().expect("start http-cluster");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let banner = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no listening line; stderr:\n{}", stderr.lock().unwrap());
+            }
+        };
+        let addr = banner
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("bad banner {banner:?}"));
+        Server { child, addr, banner, stderr }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        s
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Pids of the master's live children (its workers).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        children_of(self.pid())
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Waits for the master to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the process group we created for this server.
+        unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Live (non-zombie) children of `pid`, from /proc.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // pid (comm) state ppid ...: comm may contain spaces; split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1 && fields[1].parse() == Ok(pid) && fields[0] != "Z" {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() != Some("Z")).unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// One parsed response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads HTTP responses from a stream, keeping leftover bytes between
+/// calls (pipelining).
+pub struct Reader<R> {
+    inner: R,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Reader { inner, buf: Vec::new() }
+    }
+
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut tmp = [0u8; 64 * 1024];
+        let n = self.inner.read(&mut tmp)?;
+        self.buf.extend_from_slice(&tmp[..n]);
+        Ok(n)
+    }
+
+    /// Reads one response; `head_request` says the response has no body.
+    pub fn response(&mut self, head_request: bool) -> std::io::Result<Resp> {
+        let (status, headers, len) = loop {
+            let mut hs = [httparse::EMPTY_HEADER; 64];
+            let mut r = httparse::Response::new(&mut hs);
+            match r.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => {
+                    let status = r.code.unwrap();
+                    let headers: Vec<(String, String)> = r
+                        .headers
+                        .iter()
+                        .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                        .collect();
+                    self.buf.drain(..n);
+                    break (status, headers, n);
+                }
+                Ok(httparse::Status::Partial) => {
+                    if self.fill()? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())),
+            }
+        };
+        let _ = len;
+        if status == 100 {
+            return self.response(head_request);
+        }
+        let resp = Resp { status, headers, body: Vec::new() };
+        let no_body = head_request || status == 204 || status == 304;
+        let body = if no_body {
+            Vec::new()
+        } else if resp.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+            self.chunked()?
+        } else if let Some(n) = resp.header("content-length") {
+            let n: usize = n.trim().parse().unwrap();
+            while self.buf.len() < n {
+                if self.fill()? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            self.buf.drain(..n).collect()
+        } else {
+            while self.fill()? > 0 {}
+            std::mem::take(&mut self.buf)
+        };
+        Ok(Resp { body, ..resp })
+    }
+
+    fn line(&mut self) -> std::io::Result<Vec<u8>> {
+        loop {
+            if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = self.buf[..i].to_vec();
+                self.buf.drain(..i + 2);
+                return Ok(line);
+            }
+            if self.fill()? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    fn chunked(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line = self.line()?;
+            let size = usize::from_str_radix(std::str::from_utf8(&line).unwrap().split(';').next().unwrap(), 16)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            if size == 0 {
+                while !self.line()?.is_empty() {}
+                return Ok(body);
+            }
+            while self.buf.len() < size + 2 {
+                if self.fill()? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            assert_eq!(&self.buf[size..size + 2], b"\r\n", "chunk data must end with CRLF");
+            self.buf.drain(..size + 2);
+        }
+    }
+
+    /// True if the peer closed the connection (EOF with nothing pending).
+    pub fn at_eof(&mut self) -> bool {
+        self.buf.is_empty() && matches!(self.fill(), Ok(0))
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}
+
+/// Sends `request` on a fresh connection and reads everything until the
+/// server closes (bounded by IO_TIMEOUT).
+pub fn exchange_raw(server: &Server, request: &[u8]) -> Vec<u8> {
+    let mut s = server.connect();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Replaces the Date header value so responses compare byte for byte.
+pub fn without_date(raw: &[u8]) -> String {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    text.lines().map(|l| if l.starts_with("Date: ") { "Date: <date>" } else { l }).collect::<Vec<_>>().join("\n")
+}
+
+/// Runs a command and returns (exit ok, stdout).
+pub fn run(cmd: &mut Command) -> (bool, Vec<u8>) {
+    let out = cmd.output().expect("run command");
+    (out.status.success(), out.stdout)
+}

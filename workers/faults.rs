@@ -1,0 +1,32 @@
+//! A worker whose handlers misbehave on request, for the tests of fault
+//! isolation and supervision:
+//! - `/panic` panics in the handler (only that connection may suffer);
+//! - `/sleep?MS` answers after MS milliseconds (a slow in-flight request);
+//! - `/block?MS` blocks the worker's OS thread for MS milliseconds (what a
+//!   handler calling a blocking API does: heartbeats stop);
+//! - `/exit` exits the process with code 1 (a crash);
+//! - anything else: `ok` and the worker's pid.
+
+use std::time::Duration;
+
+use http_cluster::{Requests, Response, Responses};
+
+fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
+    for req in read {
+        let ms: u64 = req.query().and_then(|q| q.parse().ok()).unwrap_or(0);
+        match req.path() {
+            "/panic" => panic!("handler panicked on purpose"),
+            "/sleep" => may::coroutine::sleep(Duration::from_millis(ms)),
+            "/block" => std::thread::sleep(Duration::from_millis(ms)),
+            "/exit" => std::process::exit(1),
+            _ => {}
+        }
+        let body = format!("ok {}\n", std::process::id());
+        write.respond(Response::new(200).content_type("text/plain"), body.as_bytes())?;
+    }
+    Ok(())
+}
+
+fn main() {
+    http_cluster::worker::run(app)
+}

@@ -589,8 +589,9 @@ type Outcome = std::thread::Result<(io::Result<()>, Option<StreamError<proto::Er
 /// the client reads it instead of a reset).
 fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
     let head_pending = matches!(ex.writing.get(), Writing::Idle | Writing::AwaitingHead);
+    // Appended, never replacing: the buffer may still hold complete
+    // responses to earlier pipelined requests.
     let answer = |io: &mut Io, code: u16, text: &str| {
-        io.wbuf.clear();
         encode::encode_plain_close(code, text, &date::now(), &mut io.wbuf);
     };
     match outcome {
@@ -635,7 +636,10 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             if result.is_ok() {
                 ex.finish_response(&mut io.wbuf);
             }
-            false
+            // Pipelined requests we will not answer are unread input:
+            // closing on them would reset the connection under our last
+            // response.
+            !io.rbuf.is_empty()
         }
     }
 }

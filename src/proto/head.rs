@@ -159,7 +159,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
             return if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
-        Err(httparse::Error::Version) => return Err(version_error(buf)),
+        Err(httparse::Error::Version) => {
+            // httparse fails on the first wrong byte; whether that is a
+            // 505 or a 400 is only known once the line is complete.
+            return match version_error(buf) {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
+        }
         Err(httparse::Error::HeaderName) => return Err(Error::BadRequest("invalid header name")),
         Err(httparse::Error::HeaderValue) => return Err(Error::BadRequest("invalid header value")),
         Err(httparse::Error::NewLine) => return Err(Error::BadRequest("invalid line ending")),
@@ -217,20 +224,21 @@ fn check_request_line_len(buf: &[u8], max: usize) -> Result<(), Error> {
 
 /// httparse only knows HTTP/1.0 and 1.1. A well-formed `HTTP/x.y` with
 /// another version is refused with 505 (RFC 9110 §15.6.6); anything else in
-/// the version position is a syntax error.
-fn version_error(buf: &[u8]) -> Error {
+/// the version position is a syntax error. `None` until the request line is
+/// complete.
+fn version_error(buf: &[u8]) -> Option<Error> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = &buf[start..];
-    let line = line.split(|&b| b == b'\n').next().unwrap_or(line);
+    let line = &line[..line.iter().position(|&b| b == b'\n')?];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let version = line.rsplit(|&b| b == b' ').next().unwrap_or(line);
     match version {
         [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
             if major.is_ascii_digit() && minor.is_ascii_digit() && !(*major == b'1' && *minor <= b'1') =>
         {
-            Error::VersionNotSupported
+            Some(Error::VersionNotSupported)
         }
-        _ => Error::BadRequest("invalid HTTP version"),
+        _ => Some(Error::BadRequest("invalid HTTP version")),
     }
 }
 

@@ -8,6 +8,10 @@ pub mod decode;
 pub mod encode;
 pub mod head;
 pub mod status;
+pub mod stream;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 

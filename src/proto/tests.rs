@@ -1,0 +1,308 @@
+//! Decoder cases as tables of exact wire bytes. Every case is fed whole,
+//! byte by byte, and split in two at every offset; all must give the same
+//! events.
+
+use crate::config::Limits;
+use crate::proto::Error;
+use crate::proto::stream::{Event, decode_pieces};
+
+fn head(method: &str, target: &str, minor: u8, keep_alive: bool) -> Event {
+    Event::Head { method: method.into(), target: target.into(), minor, keep_alive }
+}
+fn get(target: &str) -> Event {
+    head("GET", target, 1, true)
+}
+fn data(d: &str) -> Event {
+    Event::Data(d.as_bytes().to_vec())
+}
+const END: Event = Event::End;
+fn bad(why: &'static str) -> Event {
+    Event::Error(Error::BadRequest(why))
+}
+
+/// Feeds `wire` every way and checks each gives `expected`.
+fn check(name: &str, wire: &[u8], expected: &[Event], limits: &Limits) {
+    let whole = decode_pieces([wire], limits);
+    assert_eq!(whole, expected, "{name}: whole");
+    let bytes = decode_pieces(wire.chunks(1), limits);
+    assert_eq!(bytes, expected, "{name}: byte by byte");
+    for at in 0..=wire.len() {
+        let (a, b) = wire.split_at(at);
+        assert_eq!(decode_pieces([a, b], limits), expected, "{name}: split at {at}");
+    }
+}
+
+fn check_all(cases: &[(&str, &[u8], Vec<Event>)]) {
+    let limits = Limits::default();
+    for (name, wire, expected) in cases {
+        check(name, wire, expected, &limits);
+    }
+}
+
+#[test]
+fn well_formed_requests() {
+    check_all(&[
+        ("simple get", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", vec![get("/"), END]),
+        ("leading empty lines are ignored", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", vec![get("/"), END]),
+        ("bare LF line ends (RFC 9112 2.2 MAY)", b"GET / HTTP/1.1\nHost: a\n\n", vec![get("/"), END]),
+        ("http/1.0 closes by default", b"GET /x HTTP/1.0\r\n\r\n", vec![head("GET", "/x", 0, false), END]),
+        (
+            "http/1.0 keep-alive",
+            b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+            vec![head("GET", "/", 0, true), END],
+        ),
+        ("connection close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", vec![head("GET", "/", 1, false), END]),
+        (
+            "connection token list",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade, Close\r\n\r\n",
+            vec![head("GET", "/", 1, false), END],
+        ),
+        (
+            "content-length body",
+            b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            vec![head("POST", "/e", 1, true), data("hello"), END],
+        ),
+        ("zero length body", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", vec![head("POST", "/", 1, true), END]),
+        (
+            "identical duplicate content-length (RFC 9110 8.6)",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            vec![head("POST", "/", 1, true), data("abc"), END],
+        ),
+        (
+            "identical content-length list",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+            vec![head("POST", "/", 1, true), data("abc"), END],
+        ),
+        (
+            "chunked with extensions and trailers",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6 ; x\r\n world\r\nA\r\n0123456789\r\n0\r\nT: v\r\nU: w\r\n\r\n",
+            vec![head("POST", "/", 1, true), data("hello world0123456789"), END],
+        ),
+        (
+            "chunked, upper-case coding and leading zeros",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n0003\r\nabc\r\n000\r\n\r\n",
+            vec![head("POST", "/", 1, true), data("abc"), END],
+        ),
+        (
+            "pipelined requests",
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+            vec![get("/1"), END, head("POST", "/2", 1, true), data("hi"), END, get("/3"), END],
+        ),
+        ("absolute-form target", b"GET http://a.example/p?q HTTP/1.1\r\nHost: a.example\r\n\r\n", vec![get("http://a.example/p?q"), END]),
+        ("asterisk-form for OPTIONS", b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", vec![head("OPTIONS", "*", 1, true), END]),
+        ("authority-form for CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", vec![head("CONNECT", "a:443", 1, true), END]),
+        ("extension method", b"PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n", vec![head("PURGE", "/x", 1, true), END]),
+        ("ipv6 host", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", vec![get("/"), END]),
+        ("empty host is allowed", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", vec![get("/"), END]),
+        ("expect 100-continue", b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nx", vec![head("PUT", "/", 1, true), data("x"), END]),
+        ("expectations are ignored in HTTP/1.0", b"GET / HTTP/1.0\r\nExpect: magic\r\n\r\n", vec![head("GET", "/", 0, false), END]),
+        (
+            "empty transfer-coding list elements are ignored",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n0\r\n\r\n",
+            vec![head("POST", "/", 1, true), END],
+        ),
+    ]);
+}
+
+#[test]
+fn smuggling_shapes_are_rejected() {
+    check_all(&[
+        (
+            "CL and TE together (RFC 9112 6.3 rule 3)",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nX",
+            vec![bad("both Content-Length and Transfer-Encoding")],
+        ),
+        (
+            "TE and CL, other order",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\n",
+            vec![bad("both Content-Length and Transfer-Encoding")],
+        ),
+        (
+            "differing duplicate CL",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            vec![bad("conflicting Content-Length")],
+        ),
+        (
+            "differing CL list",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n",
+            vec![bad("conflicting Content-Length")],
+        ),
+        (
+            "CL with sign",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc",
+            vec![bad("invalid Content-Length")],
+        ),
+        (
+            "negative CL",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            vec![bad("invalid Content-Length")],
+        ),
+        (
+            "CL with junk",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3x\r\n\r\nabc",
+            vec![bad("invalid Content-Length")],
+        ),
+        (
+            "hex CL",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x3\r\n\r\nabc",
+            vec![bad("invalid Content-Length")],
+        ),
+        (
+            "CL with inner space",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1 2\r\n\r\n",
+            vec![bad("invalid Content-Length")],
+        ),
+        ("empty CL", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", vec![bad("invalid Content-Length")]),
+        (
+            "CL overflowing u64",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            vec![bad("invalid Content-Length")],
+        ),
+        (
+            "TE not ending in chunked (RFC 9112 6.3 rule 4)",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            vec![bad("Transfer-Encoding does not end in chunked")],
+        ),
+        (
+            "TE identity",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+            vec![bad("Transfer-Encoding does not end in chunked")],
+        ),
+        (
+            "TE chunked twice",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            vec![bad("chunked applied more than once")],
+        ),
+        (
+            "TE unknown coding before chunked",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            vec![Event::Error(Error::NotImplemented("unsupported transfer coding"))],
+        ),
+        (
+            "TE on HTTP/1.0",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            vec![bad("Transfer-Encoding in HTTP/1.0")],
+        ),
+        (
+            "TE with space before colon",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+            vec![bad("invalid header name")],
+        ),
+        (
+            "obs-fold (RFC 9112 5.2)",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+            vec![bad("invalid header name")],
+        ),
+    ]);
+}
+
+#[test]
+fn bad_chunked_framing_is_rejected() {
+    let post = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let with = |body: &str| format!("{post}{body}").into_bytes();
+    let h = || head("POST", "/", 1, true);
+    let cases: Vec<(&str, Vec<u8>, Vec<Event>)> = vec![
+        ("non-hex size", with("zz\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("empty size", with("\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("size overflow", with("10000000000000000\r\n"), vec![h(), bad("chunk size overflow")]),
+        ("size with sign", with("+5\r\nhello\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("size with 0x", with("0x5\r\nhello\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("space then CRLF", with("5 \r\nhello\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("bare LF after size", with("5\nhello\r\n0\r\n\r\n"), vec![h(), bad("invalid chunk size")]),
+        ("data longer than size", with("3\r\nhello\r\n"), vec![h(), data("hel"), bad("invalid chunked framing")]),
+        ("bare LF after data", with("3\r\nabc\n0\r\n\r\n"), vec![h(), data("abc"), bad("invalid chunked framing")]),
+        ("NUL in extension", with("3;\0\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("bare LF in trailer", with("0\r\nT: v\n\r\n"), vec![h(), bad("invalid trailer")]),
+    ];
+    let limits = Limits::default();
+    for (name, wire, expected) in &cases {
+        check(name, wire, expected, &limits);
+    }
+}
+
+#[test]
+fn malformed_heads_are_rejected() {
+    check_all(&[
+        ("missing host in 1.1", b"GET / HTTP/1.1\r\n\r\n", vec![bad("missing or repeated Host")]),
+        ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", vec![bad("missing or repeated Host")]),
+        ("two hosts in 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", vec![bad("missing or repeated Host")]),
+        ("invalid host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", vec![bad("invalid Host")]),
+        ("host with path", b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", vec![bad("invalid Host")]),
+        ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", vec![bad("invalid header name")]),
+        ("NUL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", vec![bad("invalid header value")]),
+        ("CR in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", vec![bad("invalid header value")]),
+        ("empty header name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", vec![bad("invalid header name")]),
+        ("no colon", b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", vec![bad("invalid header name")]),
+        ("bad method token", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request line")]),
+        ("double space", b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request line")]),
+        ("target without slash", b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request target")]),
+        ("asterisk for GET", b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request target")]),
+        ("lower-case version", b"GET / http/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid HTTP version")]),
+        ("junk version", b"GET / HTTP/1.1x\r\nHost: a\r\n\r\n", vec![bad("invalid line ending")]),
+        ("missing version", b"GET /\r\nHost: a\r\n\r\n", vec![bad("invalid request line")]),
+        ("HTTP/2.0 (505)", b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", vec![Event::Error(Error::VersionNotSupported)]),
+        ("HTTP/3.0 (505)", b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", vec![Event::Error(Error::VersionNotSupported)]),
+        ("HTTP/0.9 (505)", b"GET / HTTP/0.9\r\n\r\n", vec![Event::Error(Error::VersionNotSupported)]),
+        (
+            "unknown expectation (417)",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: magic\r\n\r\n",
+            vec![Event::Error(Error::ExpectationFailed)],
+        ),
+        ("bare CR line end", b"GET / HTTP/1.1\rHost: a\r\n\r\n", vec![bad("invalid line ending")]),
+    ]);
+}
+
+#[test]
+fn limits_give_their_status() {
+    let limits = Limits {
+        max_request_line: 32,
+        max_head_bytes: 128,
+        max_headers: 4,
+        max_body_bytes: 10,
+        max_chunk_ext_bytes: 8,
+        max_trailer_bytes: 16,
+        ..Limits::default()
+    };
+    let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(40));
+    let long_head = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(120));
+    let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\n\r\n";
+    let big_cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n";
+    let big_chunked =
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nabcdef\r\n5\r\nabcde\r\n0\r\n\r\n";
+    let long_ext = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;abcdefghij\r\nx\r\n0\r\n\r\n";
+    let long_trailer =
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: 0123456789abcdef\r\n\r\n";
+    let h = || head("POST", "/", 1, true);
+    let cases: Vec<(&str, &[u8], Vec<Event>)> = vec![
+        ("request line > max (414)", long_target.as_bytes(), vec![Event::Error(Error::UriTooLong)]),
+        ("request line never ending (414)", &long_target.as_bytes()[..36], vec![Event::Error(Error::UriTooLong)]),
+        ("head > max (431)", long_head.as_bytes(), vec![Event::Error(Error::HeadTooLarge)]),
+        ("too many headers (431)", many.as_bytes(), vec![Event::Error(Error::HeadTooLarge)]),
+        ("CL > max body (413)", big_cl.as_bytes(), vec![Event::Error(Error::PayloadTooLarge)]),
+        (
+            "chunked > max body (413)",
+            big_chunked.as_bytes(),
+            vec![h(), data("abcdef"), Event::Error(Error::PayloadTooLarge)],
+        ),
+        ("chunk extension > max", long_ext.as_bytes(), vec![h(), bad("chunk extension too long")]),
+        ("trailers > max (431)", long_trailer.as_bytes(), vec![h(), Event::Error(Error::HeadTooLarge)]),
+    ];
+    for (name, wire, expected) in &cases {
+        check(name, wire, expected, &limits);
+    }
+}
+
+#[test]
+fn request_accessors() {
+    let wire = b"GET http://h.example/a/b?x=1&y#frag HTTP/1.1\r\nHost: h.example\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 0\r\nV: \xff\r\n\r\n";
+    let (req, n) = crate::proto::head::parse(wire, &Limits::default()).unwrap().unwrap();
+    assert_eq!(n, wire.len());
+    assert_eq!(req.path(), "/a/b");
+    assert_eq!(req.query(), Some("x=1&y"));
+    assert_eq!(req.header("x-two"), Some("1"));
+    assert_eq!(req.headers().filter(|(n, _)| n.eq_ignore_ascii_case("x-two")).count(), 2);
+    assert_eq!(req.header("v"), None, "non-UTF-8 value is not a str");
+    assert_eq!(req.header_bytes("v"), Some(&b"\xff"[..]));
+    assert_eq!(req.content_length(), Some(0));
+    assert!(!req.is_head());
+}

@@ -6,7 +6,8 @@ use std::io;
 use crate::{Requests, Response, Responses};
 
 /// Request bodies up to this size are echoed with a Content-Length (and a
-/// broken body is still answered 400); larger ones stream back chunked.
+/// broken body is still answered with a 4xx); larger ones stream back
+/// chunked, so memory stays bounded for any upload.
 const ECHO_BUFFERED: usize = 64 * 1024;
 
 pub fn app(read: &Requests<'_>, write: &Responses<'_>) -> io::Result<()> {
@@ -23,21 +24,20 @@ pub fn app(read: &Requests<'_>, write: &Responses<'_>) -> io::Result<()> {
 fn echo(req: &crate::Request, read: &Requests<'_>, write: &Responses<'_>) -> io::Result<()> {
     let content_type = req.header("content-type").unwrap_or("application/octet-stream").to_string();
     let head = Response::new(200).content_type(content_type);
-    if let Some(len) = req.content_length() {
-        // The length is known: stream it straight back.
-        write.head(head.content_length(len))?;
-        for chunk in read.body() {
-            write.body(&chunk?)?;
-        }
-        return write.end();
-    }
-    // Chunked upload: hold the first bytes back, so a small body is answered
-    // with a length, and a malformed one with a 400 instead of a torn 200.
+    // Read before answering (a client may be waiting for 100 Continue), and
+    // hold the first bytes back: a small body is answered with a length, and
+    // a malformed or stalled one with a 4xx instead of a torn 200.
     let mut held = Vec::new();
     let mut body = read.body();
     for chunk in body.by_ref() {
         held.extend_from_slice(&chunk?);
         if held.len() > ECHO_BUFFERED {
+            // Past the hold-back: stream, keeping the client's length if
+            // it sent one, chunked otherwise.
+            let head = match req.content_length() {
+                Some(n) => head.content_length(n),
+                None => head,
+            };
             write.head(head)?;
             write.body(&held)?;
             for chunk in body {

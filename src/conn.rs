@@ -481,13 +481,18 @@ impl<'io> Read<'io, RequestDecoder> {
                     }
                 }
             }
-            let failure = match self.fill() {
+            let (failure, cause) = match self.fill() {
                 Ok(true) => continue,
-                Ok(false) => io::Error::new(io::ErrorKind::UnexpectedEof, "client closed during the body"),
-                Err(e) => e,
+                Ok(false) => (
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "client closed during the body"),
+                    StreamError::Truncated,
+                ),
+                // The handler gets a copy; the connection keeps the cause
+                // (a timeout is answered 408).
+                Err(e) => (io::Error::new(e.kind(), e.to_string()), StreamError::Io(e)),
             };
             self.decoder.borrow_mut().reading = Reading::Closed;
-            self.fail(StreamError::Truncated);
+            self.fail(cause);
             return Some(Err(failure));
         }
     }
@@ -617,21 +622,29 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
                 }
                 return false;
             }
+            match &stream_error {
+                Some(StreamError::Io(e)) => {
+                    // A request that did not arrive in time (head or body):
+                    // tell the client (RFC 9110 §15.5.9). A connection idle
+                    // between requests just closes.
+                    let in_request = ex.writing.get() == Writing::AwaitingHead
+                        || (ex.writing.get() == Writing::Idle && !io.rbuf.is_empty());
+                    if e.kind() == io::ErrorKind::TimedOut && in_request {
+                        answer(io, 408, "request timeout");
+                        return true;
+                    }
+                    return false;
+                }
+                // The client went away mid-request: nobody to answer.
+                Some(StreamError::Truncated) => return false,
+                Some(StreamError::Decode(_)) | None => {}
+            }
             if let Err(e) = &result {
                 log::debug!("handler error: {e}");
                 if ex.writing.get() == Writing::AwaitingHead {
                     answer(io, 500, "internal server error");
                     return true;
                 }
-            }
-            if let Some(StreamError::Io(e)) = &stream_error {
-                // A head that started but did not complete in time: tell the
-                // client (RFC 9110 §15.5.9). An idle connection just closes.
-                if e.kind() == io::ErrorKind::TimedOut && !io.rbuf.is_empty() && head_pending {
-                    answer(io, 408, "request timeout");
-                    return true;
-                }
-                return false;
             }
             if result.is_ok() {
                 ex.finish_response(&mut io.wbuf);

@@ -5,6 +5,8 @@
 //! - `/block?MS` blocks the worker's OS thread for MS milliseconds (what a
 //!   handler calling a blocking API does: heartbeats stop);
 //! - `/exit` exits the process with code 1 (a crash);
+//! - `/status?N` answers status N with a 5-byte body (dropped for 204/304);
+//! - `/short` declares 10 body bytes and writes 5 (a broken handler);
 //! - anything else: `ok` and the worker's pid.
 
 use std::time::Duration;
@@ -19,6 +21,16 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
             "/sleep" => may::coroutine::sleep(Duration::from_millis(ms)),
             "/block" => std::thread::sleep(Duration::from_millis(ms)),
             "/exit" => std::process::exit(1),
+            "/status" => {
+                write.head(Response::new(ms as u16).content_length(5))?;
+                write.body(b"hello")?;
+                continue;
+            }
+            "/short" => {
+                write.head(Response::new(200).content_length(10))?;
+                write.body(b"12345")?;
+                return Ok(());
+            }
             _ => {}
         }
         let body = format!("ok {}\n", std::process::id());

@@ -75,11 +75,19 @@ impl ServerState {
         self.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Starts a drain: no new requests on kept-alive connections, and the
-    /// connections idling between requests are closed now (their read side
-    /// is shut, so their coroutine sees end-of-stream and exits).
-    pub fn drain(&self) {
+    /// Starts a drain: every response from now on says `Connection: close`,
+    /// and a connection that finishes its exchange closes instead of
+    /// waiting for another request.
+    pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the connections idling between requests (their read side is
+    /// shut, so their coroutine sees end-of-stream and exits). Connections
+    /// that go idle later close by themselves: a decoder marks itself idle
+    /// before it checks the drain flag, and we set the flag before reading
+    /// the idle marks, so one of the two always sees the other.
+    pub fn close_idle(&self) {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for slot in open.values() {
             if slot.idle.load(Ordering::SeqCst) {
@@ -384,7 +392,8 @@ impl Encoder<Response<'_>> for ResponseEncoder {
         let mut info = ex.request.get();
         // Answering without having read a body the client holds back behind
         // 100-continue: it may still send it or not, so close afterwards.
-        if ex.expect.get() == Continue::Pending {
+        // And a draining worker announces that this is the last response.
+        if ex.expect.get() == Continue::Pending || ex.server.draining.load(Ordering::Relaxed) {
             info.keep_alive = false;
         }
         let (framing, keep_alive) =

@@ -32,9 +32,19 @@ pub enum WorkerMsg {
 /// Master → worker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MasterMsg {
-    /// Stop accepting, finish in-flight requests, exit.
-    Stop,
+    /// Stop accepting, finish in-flight requests, exit. Connections idle
+    /// between requests are closed after `idle_grace`: zero when the server
+    /// shuts down; a moment when a worker is retired while the server keeps
+    /// running (reload, recycling, scaling down), so that each kept-alive
+    /// connection can carry one more request, answered with
+    /// `Connection: close`, instead of being closed under a request already
+    /// in flight (the keep-alive race clients like wrk count as an error).
+    Stop { idle_grace: Duration },
 }
+
+/// How long a retired worker keeps idle keep-alive connections open for a
+/// last request.
+pub const RETIRE_IDLE_GRACE: Duration = Duration::from_secs(2);
 
 impl WorkerMsg {
     pub fn encode(self) -> String {
@@ -60,15 +70,23 @@ impl WorkerMsg {
 }
 
 impl MasterMsg {
-    pub fn encode(self) -> &'static [u8] {
+    pub fn encode(self) -> String {
         match self {
-            MasterMsg::Stop => b"stop\n",
+            MasterMsg::Stop { idle_grace } => format!("stop {}\n", idle_grace.as_millis()),
         }
     }
 
     pub fn parse(line: &[u8]) -> Option<MasterMsg> {
-        match line.strip_suffix(b"\n").unwrap_or(line) {
-            b"stop" => Some(MasterMsg::Stop),
+        let line = std::str::from_utf8(line).ok()?.trim_end();
+        let mut words = line.split(' ');
+        match words.next()? {
+            "stop" => {
+                let ms = match words.next() {
+                    Some(w) => w.parse().ok()?,
+                    None => 0,
+                };
+                Some(MasterMsg::Stop { idle_grace: Duration::from_millis(ms) })
+            }
             _ => None,
         }
     }
@@ -105,7 +123,9 @@ mod tests {
         for m in [WorkerMsg::Ready, WorkerMsg::Heartbeat { connections: 3, requests: 99 }] {
             assert_eq!(WorkerMsg::parse(m.encode().as_bytes()), Some(m));
         }
-        assert_eq!(MasterMsg::parse(MasterMsg::Stop.encode()), Some(MasterMsg::Stop));
+        let stop = MasterMsg::Stop { idle_grace: Duration::from_millis(1500) };
+        assert_eq!(MasterMsg::parse(stop.encode().as_bytes()), Some(stop));
+        assert_eq!(MasterMsg::parse(b"stop"), Some(MasterMsg::Stop { idle_grace: Duration::ZERO }));
         assert_eq!(WorkerMsg::parse(b"hb x 1"), None);
         assert_eq!(WorkerMsg::parse(b"bogus"), None);
     }

@@ -40,6 +40,20 @@ struct Cli {
     #[arg(long, env = "HTTP_CLUSTER_WORKER_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Workers")]
     worker_timeout: Duration,
 
+    /// Recycle a worker after it served this many requests (0: never); its
+    /// replacement is started and ready first.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUESTS", default_value_t = 0, help_heading = "Workers")]
+    max_requests: u64,
+
+    /// Add up to this many requests to --max-requests, per worker, so
+    /// workers do not all recycle at once.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUESTS_JITTER", default_value_t = 0, help_heading = "Workers")]
+    max_requests_jitter: u64,
+
+    /// Recycle a worker whose resident memory exceeds this many bytes (0: never).
+    #[arg(long, env = "HTTP_CLUSTER_MAX_WORKER_MEMORY", default_value_t = 0, help_heading = "Workers")]
+    max_worker_memory: u64,
+
     #[command(flatten)]
     limits: Limits,
 
@@ -100,5 +114,8 @@ fn config_from(cli: Cli) -> Result<MasterConfig, String> {
         command,
         limits: cli.limits,
         backlog: cli.backlog,
+        max_requests: cli.max_requests,
+        max_requests_jitter: cli.max_requests_jitter,
+        max_worker_memory: cli.max_worker_memory,
     })
 }

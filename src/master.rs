@@ -6,7 +6,7 @@
 //! signalfd, so handling them is ordinary code in the loop, not async
 //! signal handlers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read as _, Write as _};
 use std::net::SocketAddr;
@@ -42,6 +42,12 @@ pub struct MasterConfig {
     pub limits: Limits,
     /// Pending connections the kernel queues per listener.
     pub backlog: i32,
+    /// Recycle a worker after this many requests (0: never)...
+    pub max_requests: u64,
+    /// ...plus up to this many more, chosen per worker.
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose resident memory exceeds this (0: never).
+    pub max_worker_memory: u64,
 }
 
 /// What to run as a worker.
@@ -119,6 +125,7 @@ enum Phase {
 #[derive(Debug)]
 struct Worker {
     slot: usize,
+    generation: u64,
     pid: Pid,
     channel: UnixStream,
     lines: LineBuffer,
@@ -127,6 +134,16 @@ struct Worker {
     last_heartbeat: Instant,
     connections: u64,
     requests: u64,
+    /// Requests after which it is recycled (0: never).
+    max_requests: u64,
+    /// Already queued for replacement.
+    retiring: bool,
+}
+
+impl Worker {
+    fn is_stopping(&self) -> bool {
+        matches!(self.phase, Phase::Stopping { .. })
+    }
 }
 
 /// What a slot is waiting for when it has no worker.
@@ -136,6 +153,34 @@ struct SlotState {
     respawn_at: Option<Instant>,
     /// Its worker failed to boot: do not respawn.
     halted: bool,
+}
+
+/// Why a slot's worker is being replaced by a new one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    Reload,
+    MaxRequests,
+    MaxMemory,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Reason::Reload => "reload",
+            Reason::MaxRequests => "max-requests reached",
+            Reason::MaxMemory => "max-worker-memory exceeded",
+        })
+    }
+}
+
+/// A replacement in progress: the new worker of `slot` is starting; the old
+/// one serves until the new one is ready.
+#[derive(Debug)]
+struct Replacement {
+    slot: usize,
+    new_pid: Pid,
+    reason: Reason,
+    started: Instant,
 }
 
 /// Errors that stop the master.
@@ -163,8 +208,14 @@ struct Master {
     addr: SocketAddr,
     workers: BTreeMap<i32, Worker>,
     slots: Vec<SlotState>,
+    /// The generation new workers belong to; a reload increments it.
+    generation: u64,
+    /// Slots waiting to be replaced, one at a time.
+    queue: VecDeque<(usize, Reason)>,
+    replacing: Option<Replacement>,
     stopping: Option<Instant>,
     announced: bool,
+    last_memory_check: Instant,
 }
 
 /// Binds the listening socket and calls `listen()`: from this moment the
@@ -204,8 +255,12 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         listener,
         addr,
         workers: BTreeMap::new(),
+        generation: 1,
+        queue: VecDeque::new(),
+        replacing: None,
         stopping: None,
         announced: false,
+        last_memory_check: Instant::now(),
     };
     for slot in 0..master.cfg.workers {
         master.spawn_worker(slot);
@@ -215,13 +270,23 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
 
 fn supervised_signals() -> SigSet {
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGCHLD] {
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
         mask.add(s);
     }
     mask
 }
 
 impl Master {
+    /// One screen: wait, dispatch signals, read reports, reap, kill the
+    /// hung, advance replacements, fill empty slots.
     fn run_loop(&mut self, signals: &SignalFd) -> Result<i32, MasterError> {
         loop {
             self.wait_for_events(signals);
@@ -230,7 +295,9 @@ impl Master {
                     Ok(Signal::SIGTERM) => self.handle_stop("SIGTERM", self.cfg.graceful_timeout),
                     Ok(Signal::SIGINT) => self.handle_stop("SIGINT", Duration::ZERO),
                     Ok(Signal::SIGQUIT) => self.handle_stop("SIGQUIT", Duration::ZERO),
-                    Ok(Signal::SIGHUP) => log::warn!("SIGHUP: reload is not implemented yet; ignored"),
+                    Ok(Signal::SIGHUP) => self.handle_hup(),
+                    Ok(Signal::SIGTTIN) => self.handle_ttin(),
+                    Ok(Signal::SIGTTOU) => self.handle_ttou(),
                     _ => {} // SIGCHLD: reaped below on every pass.
                 }
             }
@@ -240,6 +307,8 @@ impl Master {
             if let Some(code) = self.check_done()? {
                 return Ok(code);
             }
+            self.check_recycling();
+            self.advance_replacements();
             self.manage_workers();
             self.announce_when_ready();
         }
@@ -256,18 +325,26 @@ impl Master {
         let _ = poll(&mut fds, timeout);
     }
 
-    fn spawn_worker(&mut self, slot: usize) {
+    /// Starts a worker for `slot`; `None` if it could not even be spawned.
+    fn spawn_worker(&mut self, slot: usize) -> Option<Pid> {
+        let max_requests =
+            recycle_after(self.cfg.max_requests, self.cfg.max_requests_jitter, slot as u64 ^ self.generation);
         match start_worker(&self.cfg, &self.listener, slot) {
-            Ok(w) => {
-                log::info!("worker {slot} spawned, pid {}", w.pid);
-                self.workers.insert(w.pid.as_raw(), w);
+            Ok(mut w) => {
+                w.generation = self.generation;
+                w.max_requests = max_requests;
+                log::info!("worker {slot} spawned, pid {}, generation {}", w.pid, w.generation);
+                let pid = w.pid;
+                self.workers.insert(pid.as_raw(), w);
                 self.slots[slot].respawn_at = None;
+                Some(pid)
             }
             Err(e) => {
                 log::error!("worker {slot}: cannot spawn {}: {e}", self.cfg.command.program.display());
                 let state = &mut self.slots[slot];
                 state.failures += 1;
                 state.respawn_at = Some(Instant::now() + respawn_delay(state.failures).max(TICK));
+                None
             }
         }
     }
@@ -297,6 +374,11 @@ impl Master {
         }
     }
 
+    /// A live worker other than `except` serves `slot`.
+    fn slot_served(&self, slot: usize, except: Pid) -> bool {
+        self.workers.values().any(|w| w.slot == slot && w.pid != except && !w.is_stopping())
+    }
+
     /// Collects every exited child and decides what its slot does next.
     fn reap_workers(&mut self) {
         loop {
@@ -307,9 +389,14 @@ impl Master {
             let Some((pid, exit)) = classify_exit(status) else { return };
             let Some(w) = self.workers.remove(&pid.as_raw()) else { continue };
             let uptime = w.spawned.elapsed();
-            let expected = matches!(w.phase, Phase::Stopping { .. }) || self.stopping.is_some();
-            if expected {
+            if w.is_stopping() || self.stopping.is_some() {
                 log::info!("worker {} (pid {pid}) {exit} after stopping", w.slot);
+                continue;
+            }
+            if self.slot_served(w.slot, pid) || w.slot >= self.slots.len() {
+                // A replacement that failed (the old worker still serves),
+                // or a worker of a slot removed by SIGTTOU.
+                log::warn!("worker {} (pid {pid}, generation {}) {exit} before taking over", w.slot, w.generation);
                 continue;
             }
             let state = &mut self.slots[w.slot];
@@ -361,6 +448,99 @@ impl Master {
         }
     }
 
+    /// Queues a replacement for workers past their request or memory limit.
+    fn check_recycling(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let check_memory = self.cfg.max_worker_memory > 0 && self.last_memory_check.elapsed() >= Duration::from_secs(1);
+        if check_memory {
+            self.last_memory_check = Instant::now();
+        }
+        let mut due = Vec::new();
+        for w in self.workers.values_mut() {
+            if w.retiring || !matches!(w.phase, Phase::Ready) {
+                continue;
+            }
+            let reason = if w.max_requests > 0 && w.requests >= w.max_requests {
+                Some(Reason::MaxRequests)
+            } else if check_memory && rss_bytes(w.pid).is_some_and(|rss| rss > self.cfg.max_worker_memory) {
+                Some(Reason::MaxMemory)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                log::info!("worker {} (pid {}): {reason}; replacing it", w.slot, w.pid);
+                w.retiring = true;
+                due.push((w.slot, reason));
+            }
+        }
+        self.queue.extend(due);
+    }
+
+    /// Drives replacements one slot at a time: start the new worker, wait
+    /// until it is ready, then retire the old one. A new worker that fails
+    /// leaves the old one serving; a failed reload is abandoned (rollback).
+    fn advance_replacements(&mut self) {
+        if self.stopping.is_some() {
+            self.queue.clear();
+            self.replacing = None;
+            return;
+        }
+        if let Some(r) = &self.replacing {
+            match self.workers.get(&r.new_pid.as_raw()).map(|w| &w.phase) {
+                Some(Phase::Ready) => {
+                    let (slot, new_pid, reason) = (r.slot, r.new_pid, r.reason);
+                    log::info!(
+                        "worker {slot}: pid {new_pid} ready after {:.0?} ({reason}); retiring the old worker",
+                        r.started.elapsed()
+                    );
+                    let deadline = Instant::now() + self.cfg.graceful_timeout;
+                    for w in self.workers.values_mut().filter(|w| w.slot == slot && w.pid != new_pid) {
+                        w.stop(deadline, control::RETIRE_IDLE_GRACE);
+                    }
+                    self.replacing = None;
+                    if reason == Reason::Reload && !self.queue.iter().any(|(_, r)| *r == Reason::Reload) {
+                        log::info!("reload complete: generation {} serves every slot", self.generation);
+                    }
+                }
+                Some(_) => return, // still starting; murder_workers bounds the wait
+                None => {
+                    let (slot, reason) = (r.slot, r.reason);
+                    self.replacing = None;
+                    self.replacement_failed(slot, reason, "failed to become ready");
+                }
+            }
+        }
+        while self.replacing.is_none() {
+            let Some((slot, reason)) = self.queue.pop_front() else { return };
+            if slot >= self.slots.len() {
+                continue;
+            }
+            match self.spawn_worker(slot) {
+                Some(new_pid) => self.replacing = Some(Replacement { slot, new_pid, reason, started: Instant::now() }),
+                None => self.replacement_failed(slot, reason, "could not be spawned"),
+            }
+        }
+    }
+
+    /// The old worker of `slot` keeps serving. A reload stops here and the
+    /// slots not yet replaced keep their workers (rollback); a recycling is
+    /// retried later.
+    fn replacement_failed(&mut self, slot: usize, reason: Reason, why: &str) {
+        log::error!("worker {slot}: replacement ({reason}) {why}; the old worker keeps serving");
+        if reason == Reason::Reload {
+            let skipped = self.queue.iter().filter(|(_, r)| *r == Reason::Reload).count();
+            self.queue.retain(|(_, r)| *r != Reason::Reload);
+            log::error!(
+                "reload to generation {} rolled back: {skipped} more slots keep their workers",
+                self.generation
+            );
+        } else if let Some(old) = self.workers.values_mut().find(|w| w.slot == slot && w.retiring) {
+            old.retiring = false;
+        }
+    }
+
     /// Fills empty slots whose respawn time has come.
     fn manage_workers(&mut self) {
         if self.stopping.is_some() {
@@ -369,11 +549,11 @@ impl Master {
         let now = Instant::now();
         for slot in 0..self.slots.len() {
             let state = self.slots[slot];
-            let occupied = self.workers.values().any(|w| w.slot == slot);
+            let occupied = self.workers.values().any(|w| w.slot == slot && !w.is_stopping());
             if occupied || state.halted {
                 continue;
             }
-            if state.respawn_at.is_some_and(|t| now >= t) {
+            if state.respawn_at.is_none_or(|t| now >= t) {
                 self.spawn_worker(slot);
             }
         }
@@ -391,6 +571,49 @@ impl Master {
             let _ = writeln!(out, "http-cluster listening on http://{} ({} workers)", self.addr, ready);
             let _ = out.flush();
         }
+    }
+
+    /// SIGHUP: replace every slot's worker with one started from the
+    /// program on disk now, slot by slot, each only after its successor is
+    /// ready.
+    fn handle_hup(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.generation += 1;
+        self.queue.retain(|(_, r)| *r != Reason::Reload);
+        let slots = self.slots.len();
+        self.queue.extend((0..slots).map(|s| (s, Reason::Reload)));
+        for state in &mut self.slots {
+            // A reload is also the way to retry slots halted by a boot error.
+            state.halted = false;
+            state.failures = 0;
+        }
+        log::info!("SIGHUP: reloading {slots} workers to generation {}", self.generation);
+    }
+
+    /// SIGTTIN: one more worker.
+    fn handle_ttin(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.slots.push(SlotState::default());
+        log::info!("SIGTTIN: scaling up to {} workers", self.slots.len());
+    }
+
+    /// SIGTTOU: one worker fewer (never below one); the removed worker
+    /// drains first.
+    fn handle_ttou(&mut self) {
+        if self.stopping.is_some() || self.slots.len() <= 1 {
+            return;
+        }
+        self.slots.pop();
+        let removed = self.slots.len();
+        let deadline = Instant::now() + self.cfg.graceful_timeout;
+        for w in self.workers.values_mut().filter(|w| w.slot == removed) {
+            w.stop(deadline, control::RETIRE_IDLE_GRACE);
+        }
+        log::info!("SIGTTOU: scaling down to {} workers", self.slots.len());
     }
 
     fn handle_stop(&mut self, signal: &str, grace: Duration) {
@@ -413,7 +636,7 @@ impl Master {
         } else {
             log::info!("{signal}: graceful stop, up to {grace:?}");
             for w in self.workers.values_mut() {
-                w.stop(deadline);
+                w.stop(deadline, Duration::ZERO);
             }
         }
     }
@@ -454,16 +677,42 @@ impl Worker {
         }
     }
 
-    fn stop(&mut self, deadline: Instant) {
-        if matches!(self.phase, Phase::Stopping { .. }) {
+    fn stop(&mut self, deadline: Instant, idle_grace: Duration) {
+        if self.is_stopping() {
             return;
         }
         self.phase = Phase::Stopping { deadline };
-        if self.channel.write_all(MasterMsg::Stop.encode()).is_err() {
+        let msg = MasterMsg::Stop { idle_grace }.encode();
+        if self.channel.write_all(msg.as_bytes()).is_err() {
             // It is already gone or going; reap_workers will see it.
             let _ = kill(self.pid, Signal::SIGKILL);
         }
     }
+}
+
+/// The request count after which a worker is recycled: `max` plus a
+/// pseudo-random share of `jitter`, so workers started together do not all
+/// restart together.
+pub fn recycle_after(max: u64, jitter: u64, seed: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    if jitter == 0 {
+        return max;
+    }
+    // splitmix64: enough spread for this, no dependency.
+    let mut z = seed.wrapping_add(std::process::id() as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    max + z % (jitter + 1)
+}
+
+/// Resident memory of `pid`, from /proc/PID/statm.
+fn rss_bytes(pid: Pid) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// Starts one worker process with the channel on its fd 3 and hands it the
@@ -505,6 +754,9 @@ fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> 
     let now = Instant::now();
     Ok(Worker {
         slot,
+        generation: 0,
+        max_requests: 0,
+        retiring: false,
         pid,
         channel: ours,
         lines: LineBuffer::default(),
@@ -533,6 +785,16 @@ mod tests {
         );
         assert_eq!(classify_exit(WaitStatus::StillAlive), None);
         assert_eq!(classify_exit(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
+    }
+
+    #[test]
+    fn recycling_limits_spread_within_the_jitter() {
+        assert_eq!(recycle_after(0, 100, 1), 0, "0 disables recycling");
+        assert_eq!(recycle_after(1000, 0, 1), 1000);
+        let limits: Vec<u64> = (0..64).map(|seed| recycle_after(1000, 100, seed)).collect();
+        assert!(limits.iter().all(|&l| (1000..=1100).contains(&l)));
+        let distinct: std::collections::HashSet<_> = limits.iter().collect();
+        assert!(distinct.len() > 16, "jitter spreads workers apart: {limits:?}");
     }
 
     #[test]

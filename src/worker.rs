@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use may::coroutine;
 use may::net::TcpListener;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
@@ -103,6 +106,22 @@ fn configure_may() {
 }
 
 fn serve(app: Arc<dyn App>, limits: Arc<Limits>, listener: TcpListener, mut channel: UnixStream) -> ! {
+    // SIGTERM straight to a worker (systemd's default KillMode signals the
+    // whole cgroup) means a graceful stop, as from the master. Blocked here,
+    // before may starts its threads, so every thread inherits the block and
+    // the signal is only ever read from the signalfd.
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    let signals = match term
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&term, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("cannot set up SIGTERM handling: {e}");
+            std::process::exit(control::EXIT_BOOT_ERROR);
+        }
+    };
     let state = Arc::new(ServerState::default());
     let accepting = spawn_accept_loop(listener, app, limits, state.clone());
     let ticks = spawn_liveness_ticker();
@@ -113,16 +132,22 @@ fn serve(app: Arc<dyn App>, limits: Arc<Limits>, listener: TcpListener, mut chan
     }
     log::info!("ready");
 
-    let stop = supervise(&mut channel, &state, &ticks);
-    log::info!("draining ({stop}): {} connections open", state.connections.load(Ordering::Relaxed));
+    let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks);
+    log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     // SAFETY: the accept coroutine owns only its listener and an Arc of the
     // app; it holds no lock and nothing observes its half-done state, so
     // unwinding it at its parking point (accept) drops those and nothing else.
     unsafe { accepting.coroutine().cancel() };
-    state.drain();
+    state.begin_drain();
+    let close_idle_at = Instant::now() + idle_grace;
+    let mut idle_closed = false;
     let mut last_tick = 0;
     let mut last_report = Instant::now();
     while state.connections.load(Ordering::SeqCst) > 0 {
+        if !idle_closed && Instant::now() >= close_idle_at {
+            state.close_idle();
+            idle_closed = true;
+        }
         // Keep proving liveness while draining: the master's timeout applies.
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
@@ -181,8 +206,12 @@ fn spawn_liveness_ticker() -> Arc<AtomicU64> {
     let t = ticks.clone();
     let ticker = move || {
         loop {
-            t.fetch_add(1, Ordering::Relaxed);
             coroutine::sleep(control::HEARTBEAT_INTERVAL / 2);
+            // may resumes a coroutine whose sleep expired on its timer
+            // thread; yielding moves it back to the scheduler thread's
+            // queue, so the tick below proves that thread is running.
+            coroutine::yield_now();
+            t.fetch_add(1, Ordering::Relaxed);
         }
     };
     if let Err(e) = spawn(ticker) {
@@ -200,35 +229,43 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
 }
 
 /// Serves the channel on the main thread until the worker must stop;
-/// returns why.
-fn supervise(channel: &mut UnixStream, state: &ServerState, ticks: &AtomicU64) -> &'static str {
-    let _ = channel.set_read_timeout(Some(control::HEARTBEAT_INTERVAL));
+/// returns why, and how long idle connections may stay for a last request.
+fn supervise(
+    channel: &mut UnixStream,
+    signals: &SignalFd,
+    state: &ServerState,
+    ticks: &AtomicU64,
+) -> (&'static str, Duration) {
+    let _ = channel.set_nonblocking(true);
     let mut lines = LineBuffer::default();
     let mut last_tick = 0;
     let mut last_report = Instant::now();
     let mut buf = [0u8; 256];
     loop {
+        let mut fds =
+            [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(control::HEARTBEAT_INTERVAL).unwrap_or(PollTimeout::NONE);
+        let _ = poll(&mut fds, timeout);
+        if let Ok(Some(_)) = signals.read_signal() {
+            return ("SIGTERM", Duration::ZERO);
+        }
         match channel.read(&mut buf) {
-            Ok(0) => return "master closed the channel",
+            Ok(0) => return ("master closed the channel", Duration::ZERO),
             Ok(n) => match lines.feed(&buf[..n]) {
                 Ok(msgs) => {
-                    if msgs.iter().any(|l| MasterMsg::parse(l) == Some(MasterMsg::Stop)) {
-                        return "master asked to stop";
+                    if let Some(MasterMsg::Stop { idle_grace }) = msgs.iter().find_map(|l| MasterMsg::parse(l)) {
+                        return ("master asked to stop", idle_grace);
                     }
                 }
-                Err(()) => return "garbage on the channel",
+                Err(()) => return ("garbage on the channel", Duration::ZERO),
             },
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-                ) => {}
-            Err(_) => return "channel failed",
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+            Err(_) => return ("channel failed", Duration::ZERO),
         }
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
             if report(channel, state, ticks, &mut last_tick).is_err() {
-                return "master closed the channel";
+                return ("master closed the channel", Duration::ZERO);
             }
         }
     }
@@ -245,5 +282,9 @@ fn report(channel: &mut UnixStream, state: &ServerState, ticks: &AtomicU64, last
         connections: state.connections.load(Ordering::Relaxed) as u64,
         requests: state.requests.load(Ordering::Relaxed),
     };
-    channel.write_all(msg.encode().as_bytes())
+    match channel.write_all(msg.encode().as_bytes()) {
+        // A full channel (the master is busy): skip this beat.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        other => other,
+    }
 }

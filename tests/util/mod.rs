@@ -301,3 +301,131 @@ pub fn run(cmd: &mut Command) -> (bool, Vec<u8>) {
     let out = cmd.output().expect("run command");
     (out.status.success(), out.stdout)
 }
+
+/// What a load run saw.
+#[derive(Debug, Default, Clone)]
+pub struct LoadReport {
+    pub ok: u64,
+    pub non_2xx: u64,
+    /// (pid of the worker the connection was on, if known; error)
+    pub failures: Vec<(Option<i32>, String)>,
+    pub reconnects: u64,
+    /// Pids seen in `ok <pid>` bodies (faults worker).
+    pub pids: std::collections::BTreeSet<i32>,
+}
+
+/// Keep-alive clients hammering `path` until stopped, reconnecting after
+/// `Connection: close` like wrk does. Bounded by `stop`.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<LoadReport>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize, path: &str) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = stop.clone();
+                let request = format!("GET {path} HTTP/1.1\r\nHost: load\r\n\r\n");
+                std::thread::spawn(move || client_loop(addr, &request, &stop))
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut total = LoadReport::default();
+        for t in self.threads {
+            let r = t.join().unwrap();
+            total.ok += r.ok;
+            total.non_2xx += r.non_2xx;
+            total.reconnects += r.reconnects;
+            total.failures.extend(r.failures);
+            total.pids.extend(r.pids);
+        }
+        total
+    }
+}
+
+fn client_loop(addr: SocketAddr, request: &str, stop: &std::sync::atomic::AtomicBool) -> LoadReport {
+    let mut report = LoadReport::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    'connect: while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+        let stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                report.failures.push((None, format!("connect: {e}")));
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut reader = Reader::new(stream);
+        let mut pid = None;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Err(e) = reader.get_mut().write_all(request.as_bytes()) {
+                report.failures.push((pid, format!("write: {e}")));
+                continue 'connect;
+            }
+            match reader.response(false) {
+                Ok(resp) => {
+                    if (200..300).contains(&resp.status) {
+                        report.ok += 1;
+                    } else {
+                        report.non_2xx += 1;
+                    }
+                    if let Some(p) = std::str::from_utf8(&resp.body)
+                        .ok()
+                        .and_then(|b| b.strip_prefix("ok "))
+                        .and_then(|p| p.trim().parse().ok())
+                    {
+                        pid = Some(p);
+                        report.pids.insert(p);
+                    }
+                    if resp.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close")) {
+                        report.reconnects += 1;
+                        continue 'connect;
+                    }
+                }
+                Err(e) => {
+                    report.failures.push((pid, format!("read: {e}")));
+                    continue 'connect;
+                }
+            }
+        }
+    }
+    report
+}
+
+/// Makes sure a command-line tool from Debian is installed (installing it
+/// with apt-get when missing, as a fresh CI machine needs).
+pub fn require_tool(tool: &str, package: &str) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let found = |t: &str| {
+        Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().is_ok_and(|o| o.status.success())
+    };
+    if found(tool) {
+        return;
+    }
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {package}"))
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok && found(tool), "{tool} is needed and could not be installed with apt-get ({package})");
+}
+
+/// Waits until `cond` holds, polling; false on timeout.
+pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}

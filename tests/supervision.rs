@@ -1,0 +1,323 @@
+//! Supervision with real processes and real signals: respawn, nothing lost
+//! while a worker is down, readiness-gated reload with rollback, graceful
+//! stop, hung workers, boot failures, scaling, recycling, orphaned workers.
+
+mod util;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use util::*;
+
+fn faults() -> String {
+    bin("faults").to_str().unwrap().to_string()
+}
+
+fn ready_logged(server: &Server, pid: i32) -> bool {
+    server.stderr().contains(&format!("(pid {pid}) ready"))
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a pid this test started (through the master).
+    unsafe { libc::kill(pid, sig) };
+}
+
+#[test]
+fn a_killed_worker_is_replaced_and_only_its_own_connections_fail() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "2", "--", &faults]);
+    let before = server.worker_pids();
+    let load = Load::start(server.addr, 8, "/");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let victim = before[0];
+    let killed_at = Instant::now();
+    kill(victim, libc::SIGKILL);
+    let mut replacement: Option<i32> = None;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            replacement = server.worker_pids().into_iter().find(|p| !before.contains(p));
+            replacement.is_some_and(|p| ready_logged(&server, p))
+        }),
+        "no replacement became ready; stderr:\n{}",
+        server.stderr()
+    );
+    let latency = killed_at.elapsed();
+    eprintln!("respawn latency (kill -9 to replacement ready): {latency:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let report = load.finish();
+
+    assert!(report.ok > 100, "{report:?}");
+    assert_eq!(report.non_2xx, 0);
+    for (pid, err) in &report.failures {
+        assert_eq!(*pid, Some(victim), "a connection not on the killed worker failed: {err}");
+    }
+    assert!(latency < Duration::from_secs(2), "respawn took {latency:?}");
+    assert_eq!(server.worker_pids().len(), 2);
+}
+
+#[test]
+fn connections_queue_in_the_kernel_while_no_worker_is_alive() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "1", "--", &faults]);
+    let pid = server.worker_pids()[0];
+    // The only worker blocks its thread, then we kill it: connections made
+    // meanwhile wait in the listen queue and are served by the replacement.
+    let mut blocker = server.connect();
+    blocker.write_all(b"GET /block?300 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    kill(pid, libc::SIGKILL);
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+                Reader::new(s).response(false).map(|r| r.status)
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), 200, "queued connection served by the replacement");
+    }
+}
+
+#[test]
+fn sighup_reloads_under_load_with_zero_failures() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "2", "--", &faults]);
+    let before = server.worker_pids();
+    let load = Load::start(server.addr, 8, "/");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(10), || server.stderr().contains("reload complete")),
+        "reload did not complete; stderr:\n{}",
+        server.stderr()
+    );
+    // Let the retired workers finish (idle grace) under continued load.
+    assert!(wait_until(Duration::from_secs(10), || before.iter().all(|p| !alive(*p))), "old workers still alive");
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.finish();
+    assert!(report.failures.is_empty(), "failed requests during reload: {:?}", report.failures);
+    assert_eq!(report.non_2xx, 0);
+    assert!(report.ok > 100);
+    let after = server.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|p| !before.contains(p)), "every worker replaced: {before:?} -> {after:?}");
+    assert!(after.iter().any(|p| report.pids.contains(p)), "new workers served the load");
+}
+
+#[test]
+fn sighup_reload_under_wrk_has_no_errors() {
+    require_tool("wrk", "wrk");
+    let server = Server::start(&["--workers", "2"]);
+    let url = server.url("/");
+    let wrk = std::thread::spawn(move || {
+        std::process::Command::new("wrk").args(["-t2", "-c32", "-d4s", &url]).output().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    server.signal(libc::SIGHUP);
+    let out = wrk.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(server.stderr().contains("reload complete"), "{}", server.stderr());
+    assert!(text.contains("Requests/sec"), "{text}");
+    assert!(!text.contains("Socket errors"), "wrk saw socket errors during the reload:\n{text}");
+    assert!(!text.contains("Non-2xx"), "wrk saw non-2xx responses during the reload:\n{text}");
+}
+
+#[test]
+fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
+    let dir = std::env::temp_dir().join(format!("hc-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("worker.sh");
+    let good = format!("#!/bin/sh\nexec {} \"$@\"\n", faults());
+    // Replaced by rename, never rewritten in place: a file open for writing
+    // (even by a forked sibling test process) cannot be executed (ETXTBSY).
+    let install = |text: &str| {
+        let tmp = dir.join("worker.sh.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &script).unwrap();
+    };
+    install(&good);
+    let server = Server::start(&["--workers", "2", "--", script.to_str().unwrap()]);
+    let before = server.worker_pids();
+
+    // A broken program on disk: the reload fails, the old workers serve on.
+    install("#!/bin/sh\nexit 3\n");
+    server.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || server.stderr().contains("rolled back")), "{}", server.stderr());
+    assert_eq!(server.worker_pids(), before, "old workers keep serving after a failed reload");
+    let (resp, _) = {
+        let mut r = Reader::new(server.connect());
+        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        (r.response(false).unwrap(), ())
+    };
+    assert_eq!(resp.status, 200);
+
+    // Fixed on disk: the next reload picks it up.
+    install(&good);
+    server.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || server.stderr().contains("reload complete")), "{}", server.stderr());
+    assert!(wait_until(Duration::from_secs(10), || before.iter().all(|p| !alive(*p))));
+    let after = server.worker_pids();
+    assert_eq!(after.len(), 2);
+    assert!(after.iter().all(|p| !before.contains(p)));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sigterm_finishes_a_slow_in_flight_request() {
+    let faults = faults();
+    let mut server = Server::start(&["--workers", "1", "--", &faults]);
+    let mut slow = Reader::new(server.connect());
+    slow.get_mut().write_all(b"GET /sleep?1500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let stop_at = Instant::now();
+    server.signal(libc::SIGTERM);
+    let resp = slow.response(false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"), "the in-flight response announces the close");
+    assert!(slow.at_eof());
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(stop_at.elapsed() >= Duration::from_millis(1000), "the stop waited for the request");
+}
+
+#[test]
+fn graceful_timeout_bounds_the_stop() {
+    let faults = faults();
+    let mut server = Server::start(&["--workers", "1", "--graceful-timeout", "1s", "--", &faults]);
+    let worker = server.worker_pids()[0];
+    let mut slow = server.connect();
+    slow.write_all(b"GET /sleep?30000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(5), "stopped after {:?}", t.elapsed());
+    assert!(!alive(worker));
+}
+
+#[test]
+fn a_hung_worker_is_killed_and_replaced() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "1", "--worker-timeout", "2s", "--", &faults]);
+    let hung = server.worker_pids()[0];
+    let mut s = server.connect();
+    s.write_all(b"GET /block?60000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let t = Instant::now();
+    let mut replacement = None;
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            replacement = server.worker_pids().into_iter().find(|p| *p != hung);
+            replacement.is_some_and(|p| ready_logged(&server, p))
+        }),
+        "{}",
+        server.stderr()
+    );
+    eprintln!("hung worker replaced after {:?}", t.elapsed());
+    assert!(!alive(hung));
+    let log = server.stderr();
+    assert!(log.contains(&format!("worker 0 (pid {hung}) sent no heartbeat")), "{log}");
+    assert!(log.contains("connections open"), "{log}");
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
+fn workers_that_cannot_boot_stop_the_respawn_loop() {
+    let mut cmd = std::process::Command::new(bin("http-cluster"));
+    // fd 3 closed before exec: the worker cannot take the socket.
+    let hello = bin("hello");
+    let program = format!("exec 3<&-; exec {}", hello.display());
+    cmd.args(["--bind", "127.0.0.1:0", "--workers", "2", "--", "/bin/sh", "-c", &program]);
+    let t = Instant::now();
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(err.contains("fd 3 is not open"), "{err}");
+    assert!(err.contains("failed to boot (exit code 3)"), "{err}");
+    assert!(err.contains("no worker could boot"), "{err}");
+    assert_eq!(err.matches("spawned").count(), 2, "each slot tried once, no respawn loop:\n{err}");
+}
+
+#[test]
+fn a_crash_looping_worker_backs_off() {
+    let mut server = Server::start(&["--workers", "1", "--", &faults()]);
+    // Crash the worker repeatedly: each replacement is delayed a bit more.
+    for _ in 0..4 {
+        let pid = server.worker_pids()[0];
+        let _ = exchange_raw(&server, b"GET /exit HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(wait_until(Duration::from_secs(10), || server
+            .worker_pids()
+            .first()
+            .is_some_and(|p| *p != pid && ready_logged(&server, *p))));
+    }
+    let log = server.stderr();
+    assert!(log.contains("respawning in 0ns"), "{log}");
+    assert!(log.contains("respawning in 100ms"), "{log}");
+    assert!(log.contains("respawning in 200ms"), "{log}");
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[test]
+fn ttin_and_ttou_scale_the_cluster() {
+    let server = Server::start(&["--workers", "2"]);
+    server.signal(libc::SIGTTIN);
+    assert!(wait_until(Duration::from_secs(5), || server.worker_pids().len() == 3
+        && server.stderr().matches(") ready").count() == 3));
+    let three = server.worker_pids();
+    server.signal(libc::SIGTTOU);
+    assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 2), "{}", server.stderr());
+    let two = server.worker_pids();
+    assert!(two.iter().all(|p| three.contains(p)));
+    assert!(server.stderr().contains("scaling down to 2 workers"));
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
+fn max_requests_recycles_workers_without_failures() {
+    let faults = faults();
+    let server =
+        Server::start(&["--workers", "2", "--max-requests", "200", "--max-requests-jitter", "50", "--", &faults]);
+    let before = server.worker_pids();
+    let load = Load::start(server.addr, 4, "/");
+    assert!(
+        wait_until(Duration::from_secs(20), || before.iter().all(|p| !alive(*p))),
+        "workers were not recycled: {}",
+        server.stderr()
+    );
+    let report = load.finish();
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.non_2xx, 0);
+    assert!(server.stderr().contains("max-requests reached"));
+}
+
+#[test]
+fn max_worker_memory_recycles_workers() {
+    let faults = faults();
+    // Any worker exceeds one byte: recycled about once a second.
+    let server = Server::start(&["--workers", "1", "--max-worker-memory", "1", "--", &faults]);
+    let first = server.worker_pids()[0];
+    assert!(wait_until(Duration::from_secs(10), || !alive(first)), "{}", server.stderr());
+    assert!(server.stderr().contains("max-worker-memory exceeded"));
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
+fn workers_exit_when_the_master_dies() {
+    let server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    kill(server.pid(), libc::SIGKILL);
+    assert!(wait_until(Duration::from_secs(5), || workers.iter().all(|p| !alive(*p))), "orphaned workers kept running");
+}

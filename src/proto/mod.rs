@@ -6,6 +6,8 @@
 pub mod date;
 pub mod decode;
 pub mod encode;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod status;
 pub mod stream;

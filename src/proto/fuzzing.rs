@@ -1,0 +1,70 @@
+//! The checks behind the fuzz targets in `fuzz/`, shared with the test that
+//! replays the fuzz corpus on a stable toolchain. Each takes arbitrary bytes
+//! and panics only if an invariant breaks.
+
+use crate::config::Limits;
+use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
+use crate::proto::head::{self, BodyKind};
+use crate::proto::stream::decode_pieces;
+
+/// The head parser never panics, and what it accepts obeys the limits.
+pub fn head(data: &[u8]) {
+    let limits = Limits { max_request_line: 256, max_head_bytes: 1024, max_headers: 16, ..Limits::default() };
+    if let Ok(Some((req, n))) = head::parse(data, &limits) {
+        assert!(n <= data.len() && n <= limits.max_head_bytes);
+        assert!(req.headers().count() <= 16);
+        let _ = (req.method(), req.path(), req.query(), req.header("host"), req.keep_alive());
+    }
+}
+
+/// The body decoder never panics, never yields more than it consumed or
+/// than the limit allows, and NeedMore always consumes everything.
+pub fn body(data: &[u8]) {
+    let Some((&mode, input)) = data.split_first() else { return };
+    let kind = if mode & 1 == 0 { BodyKind::Chunked } else { BodyKind::Length(u64::from(mode) * 3) };
+    let limits = BodyLimits { max_body_bytes: 4096, max_chunk_ext_bytes: 16, max_trailer_bytes: 64 };
+    let mut decoder = BodyDecoder::new(kind, limits);
+    // Pieces sized by the mode byte, as a socket would deliver them.
+    let step = usize::from(mode >> 1).max(1);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    for piece in input.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&buf) {
+                Ok((n, Chunk::Data(r))) => {
+                    assert!(r.end == n && r.start <= r.end && n <= buf.len());
+                    total += r.len() as u64;
+                    assert!(total <= limits.max_body_bytes);
+                    buf.drain(..n);
+                }
+                Ok((n, Chunk::NeedMore)) => {
+                    assert_eq!(n, buf.len(), "NeedMore consumes everything");
+                    buf.clear();
+                    break;
+                }
+                Ok((n, Chunk::End)) => {
+                    assert!(decoder.is_done() && n <= buf.len());
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Differential: a request stream decodes to the same events whether it
+/// arrives whole or in pieces of the size the first byte chooses.
+pub fn stream(data: &[u8]) {
+    let Some((&cuts, input)) = data.split_first() else { return };
+    let limits = Limits {
+        max_request_line: 128,
+        max_head_bytes: 512,
+        max_headers: 8,
+        max_body_bytes: 1024,
+        ..Limits::default()
+    };
+    let whole = decode_pieces([input], &limits);
+    let pieces = input.chunks(usize::from(cuts).max(1));
+    assert_eq!(decode_pieces(pieces, &limits), whole);
+}

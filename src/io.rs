@@ -21,6 +21,20 @@ const DIRECT_WRITE: usize = 16 * 1024;
 const READ_INITIAL: usize = 4 * 1024;
 const READ_GROW_MAX: usize = 64 * 1024;
 
+/// Granularity of read timeouts.
+const TIMER_STEP_MS: u128 = 100;
+
+/// The wait to ask may for, given the time left: rounded up to a multiple of
+/// 100 ms. may keeps one timer list per distinct interval (in nanoseconds)
+/// and creates a list, and wakes its event loop, for every interval it has
+/// not seen: an exact "time left" would take that slow path on every
+/// keep-alive cycle. Rounded, the idle wait is always exactly the idle
+/// timeout and may appends to a list it already has.
+fn timer_interval(left: Duration) -> Duration {
+    let steps = left.as_millis().div_ceil(TIMER_STEP_MS).max(1);
+    Duration::from_millis(u64::try_from(steps * TIMER_STEP_MS).unwrap_or(u64::MAX))
+}
+
 /// Received bytes not yet decoded. The storage is always initialised, so
 /// reading into it needs no `unsafe`.
 #[derive(Debug, Default)]
@@ -118,7 +132,7 @@ impl Io {
                 if left.is_zero() {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                Some(left)
+                Some(timer_interval(left))
             }
             None => None,
         };
@@ -216,5 +230,18 @@ impl Io {
                 Ok(n) => discarded += n,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_intervals_round_up_to_100ms() {
+        assert_eq!(timer_interval(Duration::from_secs(75) - Duration::from_micros(3)), Duration::from_secs(75));
+        assert_eq!(timer_interval(Duration::from_millis(1)), Duration::from_millis(100));
+        assert_eq!(timer_interval(Duration::from_millis(250)), Duration::from_millis(300));
+        assert_eq!(timer_interval(Duration::from_millis(300)), Duration::from_millis(300));
     }
 }

@@ -148,35 +148,103 @@ impl Request {
 /// a head of `n` bytes; the body (if any) starts at `buf[n]`. `Err`: reject
 /// the request with the error's status and close the connection.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
-    check_request_line_len(buf, limits.max_request_line)?;
+    // The verdict must depend on the bytes, never on how they arrived, so
+    // limits are applied in the order the bytes cross them: first the
+    // request-line zone (an invalid byte there is a 400; a line that does
+    // not end there is a 414), then the rest of the head, of which nothing
+    // past `max_head_bytes` is ever looked at (431).
+    let window = &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))];
+    let start = window.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(window.len());
+    let zone = &window[..window.len().min(start + limits.max_request_line + 2)];
+    if let Some(done) = parse_slots(zone, limits)? {
+        return Ok(Some(done));
+    }
+    if zone.len() < window.len() {
+        if let Some(done) = parse_slots(window, limits)? {
+            return Ok(Some(done));
+        }
+    }
+    if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) }
+}
 
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS_CAP];
-    let slots = &mut slots[..(limits.max_headers as usize).min(MAX_HEADERS_CAP)];
+/// httparse over `input`, with header slots on the stack, or on the heap
+/// for requests with more headers than fit there.
+fn parse_slots(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+    let max = (limits.max_headers as usize).min(MAX_HEADERS_CAP);
+    // Header slots live on the coroutine stack, whose touched pages stay
+    // resident for the connection's life: a few, not `max`.
+    let mut inline = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; INLINE_HEADERS];
+    match parse_with(input, limits, &mut inline[..max.min(INLINE_HEADERS)]) {
+        Err(Overflow::TooManyHeaders) if max > INLINE_HEADERS => {
+            let mut heap = Vec::with_capacity(max);
+            heap.resize_with(max, MaybeUninit::uninit);
+            match parse_with(input, limits, &mut heap) {
+                Err(Overflow::TooManyHeaders) => Err(Error::HeadTooLarge),
+                Err(Overflow::Invalid(e)) => Err(e),
+                Ok(r) => Ok(r),
+            }
+        }
+        Err(Overflow::TooManyHeaders) => Err(Error::HeadTooLarge),
+        Err(Overflow::Invalid(e)) => Err(e),
+        Ok(r) => Ok(r),
+    }
+}
+
+/// Header slots the parser keeps on the stack (1 KiB).
+const INLINE_HEADERS: usize = 32;
+
+/// Why [`parse_with`] failed: the slots ran out, or the request is invalid.
+enum Overflow {
+    TooManyHeaders,
+    Invalid(Error),
+}
+
+impl From<Error> for Overflow {
+    fn from(e: Error) -> Overflow {
+        Overflow::Invalid(e)
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    limits: &Limits,
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<(Request, usize)>, Overflow> {
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => {
-            return if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) };
+        Ok(httparse::Status::Complete(n)) => {
+            check_request_line_len(buf, limits.max_request_line)?;
+            n
         }
-        Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => {
+            check_request_line_len(buf, limits.max_request_line)?;
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            check_request_line_len(buf, limits.max_request_line)?;
+            return Err(Overflow::TooManyHeaders);
+        }
         Err(httparse::Error::Version) => {
             // httparse fails on the first wrong byte; whether that is a
             // 505 or a 400 is only known once the line is complete.
             return match version_error(buf) {
-                Some(e) => Err(e),
-                None => Ok(None),
+                Some(e) => Err(e.into()),
+                None => {
+                    check_request_line_len(buf, limits.max_request_line)?;
+                    Ok(None)
+                }
             };
         }
-        Err(httparse::Error::HeaderName) => return Err(Error::BadRequest("invalid header name")),
-        Err(httparse::Error::HeaderValue) => return Err(Error::BadRequest("invalid header value")),
-        Err(httparse::Error::NewLine) => return Err(Error::BadRequest("invalid line ending")),
-        Err(_) => return Err(Error::BadRequest("invalid request line")),
+        Err(httparse::Error::HeaderName) => return Err(Error::BadRequest("invalid header name").into()),
+        Err(httparse::Error::HeaderValue) => return Err(Error::BadRequest("invalid header value").into()),
+        Err(httparse::Error::NewLine) => return Err(Error::BadRequest("invalid line ending").into()),
+        Err(_) => return Err(Error::BadRequest("invalid request line").into()),
     };
     if len > limits.max_head_bytes {
-        return Err(Error::HeadTooLarge);
+        return Err(Error::HeadTooLarge.into());
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(Error::BadRequest("invalid request line"));
+        return Err(Error::BadRequest("invalid request line").into());
     };
     check_target(method, target)?;
 
@@ -184,7 +252,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
     let body = framing.body_kind(minor)?;
     if let BodyKind::Length(n) = body {
         if n > limits.max_body_bytes {
-            return Err(Error::PayloadTooLarge);
+            return Err(Error::PayloadTooLarge.into());
         }
     }
 

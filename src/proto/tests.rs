@@ -276,6 +276,13 @@ fn limits_give_their_status() {
     let cases: Vec<(&str, &[u8], Vec<Event>)> = vec![
         ("request line > max (414)", long_target.as_bytes(), vec![Event::Error(Error::UriTooLong)]),
         ("request line never ending (414)", &long_target.as_bytes()[..36], vec![Event::Error(Error::UriTooLong)]),
+        // Found by the stream fuzzer: the invalid byte arrives before the
+        // line is too long, so it decides, whole or split.
+        (
+            "invalid byte in an overlong line (400)",
+            b"\x88OST /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            vec![bad("invalid request line")],
+        ),
         ("head > max (431)", long_head.as_bytes(), vec![Event::Error(Error::HeadTooLarge)]),
         ("too many headers (431)", many.as_bytes(), vec![Event::Error(Error::HeadTooLarge)]),
         ("CL > max body (413)", big_cl.as_bytes(), vec![Event::Error(Error::PayloadTooLarge)]),
@@ -305,4 +312,27 @@ fn request_accessors() {
     assert_eq!(req.header_bytes("v"), Some(&b"\xff"[..]));
     assert_eq!(req.content_length(), Some(0));
     assert!(!req.is_head());
+}
+
+#[test]
+fn many_headers_spill_from_the_stack_slots_to_the_heap() {
+    let limits = Limits::default(); // max_headers 100
+    let with = |n: usize| {
+        let mut wire = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..n {
+            wire.extend_from_slice(format!("X-H{i}: {i}\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire
+    };
+    let (req, _) = crate::proto::head::parse(&with(60), &limits).unwrap().unwrap();
+    assert_eq!(req.headers().count(), 61);
+    assert_eq!(req.header("x-h59"), Some("59"));
+    check("99 headers", &with(99), &[get("/"), END], &limits);
+    check(
+        "100 headers plus Host",
+        &with(100),
+        &[Event::Error(Error::HeadTooLarge)],
+        &Limits { max_head_bytes: 1 << 20, ..limits },
+    );
 }

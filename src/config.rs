@@ -45,10 +45,10 @@ pub struct Limits {
     #[arg(long, env = "HTTP_CLUSTER_MAX_BODY_BYTES", default_value_t = 1 << 30)]
     pub max_body_bytes: u64,
 
-    /// Longest chunk extension (`;name=value` after a chunk size) in bytes.
-    /// Nobody uses extensions; the bound stops a client from streaming an
-    /// endless one.
-    #[arg(long, env = "HTTP_CLUSTER_MAX_CHUNK_EXT_BYTES", default_value_t = 1024)]
+    /// Most bytes of chunk extensions (`;name=value` after chunk sizes) in
+    /// one body, all chunks together. Nobody uses extensions; the bound
+    /// stops a client from sending more framing than data.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_CHUNK_EXT_BYTES", default_value_t = 4096)]
     pub max_chunk_ext_bytes: usize,
 
     /// Largest trailer section of a chunked body in bytes (trailers are

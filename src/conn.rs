@@ -52,6 +52,16 @@ pub struct ServerState {
     next_id: AtomicU64,
 }
 
+/// One counted connection (see [`ServerState::admit`]).
+#[derive(Debug)]
+pub struct Admission(Arc<ServerState>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A registered connection: its socket and whether it waits for a request.
 #[derive(Debug)]
 struct ConnSlot {
@@ -64,7 +74,6 @@ impl ServerState {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(ConnSlot { fd, idle: AtomicBool::new(true) });
         self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, slot.clone());
-        self.connections.fetch_add(1, Ordering::Relaxed);
         (id, slot)
     }
 
@@ -72,7 +81,15 @@ impl ServerState {
     /// [`ServerState::close_idle`] from touching a reused descriptor number.
     fn deregister(&self, id: u64) {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts an accepted connection until the returned token is dropped:
+    /// taken in the accept loop before the connection's coroutine exists,
+    /// dropped after its last byte is flushed, so a draining worker never
+    /// exits with a connection accepted but unserved or a response unsent.
+    pub fn admit(self: &Arc<Self>) -> Admission {
+        self.connections.fetch_add(1, Ordering::SeqCst);
+        Admission(self.clone())
     }
 
     /// Starts a drain: every response from now on says `Connection: close`,
@@ -104,6 +121,15 @@ enum Continue {
     /// The client waits for `100 Continue` before sending the body.
     Pending,
     Sent,
+}
+
+/// How much of the current request's body has not been read yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unread {
+    Nothing,
+    Bytes(u64),
+    /// A chunked body not yet at its end.
+    Unknown,
 }
 
 /// Where the response to the current request is.
@@ -139,6 +165,7 @@ pub struct Exchange {
     slot: Arc<ConnSlot>,
     /// Body bytes discarded for the current request.
     drained: Cell<u64>,
+    unread: Cell<Unread>,
     peer: Option<SocketAddr>,
 }
 
@@ -156,6 +183,7 @@ impl Exchange {
             served: Cell::new(0),
             slot,
             drained: Cell::new(0),
+            unread: Cell::new(Unread::Nothing),
             peer,
         }
     }
@@ -211,6 +239,7 @@ impl RequestDecoder {
     fn drain_body(&mut self, input: &mut ReadBuf) -> Result<Option<bool>, proto::Error> {
         let Reading::Body(body) = &mut self.reading else { return Ok(Some(true)) };
         if body.is_done() {
+            self.ex.unread.set(Unread::Nothing);
             return Ok(Some(true));
         }
         // A client still waiting for 100 Continue may or may not send the
@@ -235,7 +264,10 @@ impl RequestDecoder {
                     }
                 }
                 Chunk::NeedMore => return Ok(None),
-                Chunk::End => return Ok(Some(true)),
+                Chunk::End => {
+                    self.ex.unread.set(Unread::Nothing);
+                    return Ok(Some(true));
+                }
             }
         }
     }
@@ -252,6 +284,11 @@ impl RequestDecoder {
         ex.writing.set(Writing::AwaitingHead);
         let body_follows = req.body_kind() != BodyKind::Empty && req.content_length() != Some(0);
         ex.expect.set(if req.expects_continue() && body_follows { Continue::Pending } else { Continue::NotExpected });
+        ex.unread.set(match req.body_kind() {
+            BodyKind::Empty | BodyKind::Length(0) => Unread::Nothing,
+            BodyKind::Length(n) => Unread::Bytes(n),
+            BodyKind::Chunked => Unread::Unknown,
+        });
         self.reading = Reading::Body(BodyDecoder::new(req.body_kind(), ex.body_limits));
     }
 }
@@ -393,7 +430,10 @@ impl Encoder<Response<'_>> for ResponseEncoder {
         // Answering without having read a body the client holds back behind
         // 100-continue: it may still send it or not, so close afterwards.
         // And a draining worker announces that this is the last response.
-        if ex.expect.get() == Continue::Pending || ex.server.draining.load(Ordering::Relaxed) {
+        // And a body too large to drain before the next request means this
+        // is the last response, which the client must hear now.
+        let undrainable = matches!(ex.unread.get(), Unread::Bytes(n) if n > ex.limits.max_drain_bytes);
+        if ex.expect.get() == Continue::Pending || undrainable || ex.server.draining.load(Ordering::Relaxed) {
             info.keep_alive = false;
         }
         let (framing, keep_alive) =
@@ -475,10 +515,14 @@ impl<'io> Read<'io, RequestDecoder> {
                     Ok((n, Chunk::Data(r))) => {
                         let out = take(&io.rbuf.data()[r]);
                         io.rbuf.consume(n);
+                        if let Some(left) = body.remaining() {
+                            ex.unread.set(if left == 0 { Unread::Nothing } else { Unread::Bytes(left) });
+                        }
                         return Some(Ok(out));
                     }
                     Ok((n, Chunk::End)) => {
                         io.rbuf.consume(n);
+                        ex.unread.set(Unread::Nothing);
                         return None;
                     }
                     Ok((n, Chunk::NeedMore)) => io.rbuf.consume(n),
@@ -573,7 +617,8 @@ impl Write<'_, ResponseEncoder> {
 
 /// Serves one connection with `app` until it closes. Never panics: a
 /// panicking handler ends this connection only.
-pub fn serve(stream: TcpStream, app: &dyn App, limits: &Arc<Limits>, server: &Arc<ServerState>) {
+pub fn serve(stream: TcpStream, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
+    let server = &admission.0;
     let peer = stream.peer_addr().ok();
     let (id, slot) = server.register(stream.as_raw_fd());
     let io = RefCell::new(Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout));
@@ -593,6 +638,7 @@ pub fn serve(stream: TcpStream, app: &dyn App, limits: &Arc<Limits>, server: &Ar
     let linger = finish_connection(&ex, &mut io, outcome);
     server.deregister(id);
     io.close(linger);
+    drop(admission);
 }
 
 type Outcome = std::thread::Result<(io::Result<()>, Option<StreamError<proto::Error>>)>;
@@ -658,10 +704,10 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             if result.is_ok() {
                 ex.finish_response(&mut io.wbuf);
             }
-            // Pipelined requests we will not answer are unread input:
-            // closing on them would reset the connection under our last
-            // response.
-            !io.rbuf.is_empty()
+            // Pipelined requests we will not answer, or a body we did not
+            // read, are unread input: closing on them would reset the
+            // connection under our last response.
+            !io.rbuf.is_empty() || ex.unread.get() != Unread::Nothing
         }
     }
 }

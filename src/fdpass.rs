@@ -96,7 +96,11 @@ pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     .ok()?;
     // SAFETY: the fd is open (F_GETFD succeeded) and was inherited for us
     // alone: by contract nothing else in this process uses fd 3.
-    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Not for our own children: a subprocess a handler starts must not hold
+    // the master's channel open.
+    nix::fcntl::fcntl(&owned, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC)).ok()?;
+    Some(owned)
 }
 
 #[cfg(test)]

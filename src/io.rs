@@ -35,6 +35,10 @@ fn timer_interval(left: Duration) -> Duration {
     Duration::from_millis(u64::try_from(steps * TIMER_STEP_MS).unwrap_or(u64::MAX))
 }
 
+fn broken() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "an earlier write on this connection failed")
+}
+
 /// Received bytes not yet decoded. The storage is always initialised, so
 /// reading into it needs no `unsafe`.
 #[derive(Debug, Default)]
@@ -103,6 +107,9 @@ pub struct Io {
     pub rbuf: ReadBuf,
     pub wbuf: Vec<u8>,
     write_timeout: Duration,
+    /// A write failed (possibly after sending part of the buffer): the byte
+    /// stream is now unknown to us, so nothing more may be sent on it.
+    broken: bool,
 }
 
 impl Io {
@@ -111,7 +118,7 @@ impl Io {
         // A write that cannot make progress for this long fails with
         // TimedOut; may applies it to every write that has to park.
         let _ = stream.set_write_timeout(Some(write_timeout));
-        Io { stream, rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)), wbuf: Vec::new(), write_timeout }
+        Io { stream, rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)), wbuf: Vec::new(), write_timeout, broken: false }
     }
 
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
@@ -167,6 +174,16 @@ impl Io {
     /// Writes the buffered output and then `data` with as few syscalls as
     /// possible (writev), without copying `data`.
     fn send_direct(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(broken());
+        }
+        let result = self.write_vectored_all(data);
+        self.wbuf.clear();
+        self.broken = result.is_err();
+        result
+    }
+
+    fn write_vectored_all(&mut self, data: &[u8]) -> io::Result<()> {
         let mut bufs = [IoSlice::new(&self.wbuf), IoSlice::new(data)];
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         if slices[0].is_empty() {
@@ -180,12 +197,25 @@ impl Io {
                 Err(e) => return Err(e),
             }
         }
-        self.wbuf.clear();
         Ok(())
     }
 
     /// Writes everything buffered.
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.broken {
+            self.wbuf.clear();
+            return Err(broken());
+        }
+        let result = self.write_buffered();
+        self.wbuf.clear();
+        self.broken = result.is_err();
+        if self.wbuf.capacity() > 4 * WRITE_BATCH {
+            self.wbuf = Vec::new();
+        }
+        result
+    }
+
+    fn write_buffered(&mut self) -> io::Result<()> {
         let mut done = 0;
         while done < self.wbuf.len() {
             match self.stream.write(&self.wbuf[done..]) {
@@ -194,10 +224,6 @@ impl Io {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-        }
-        self.wbuf.clear();
-        if self.wbuf.capacity() > 4 * WRITE_BATCH {
-            self.wbuf = Vec::new();
         }
         Ok(())
     }

@@ -138,6 +138,8 @@ struct Worker {
     max_requests: u64,
     /// Already queued for replacement.
     retiring: bool,
+    /// After a failed replacement, no new recycling attempt before this.
+    recycle_hold: Option<Instant>,
 }
 
 impl Worker {
@@ -459,7 +461,7 @@ impl Master {
         }
         let mut due = Vec::new();
         for w in self.workers.values_mut() {
-            if w.retiring || !matches!(w.phase, Phase::Ready) {
+            if w.retiring || !matches!(w.phase, Phase::Ready) || w.recycle_hold.is_some_and(|t| Instant::now() < t) {
                 continue;
             }
             let reason = if w.max_requests > 0 && w.requests >= w.max_requests {
@@ -537,7 +539,13 @@ impl Master {
                 self.generation
             );
         } else if let Some(old) = self.workers.values_mut().find(|w| w.slot == slot && w.retiring) {
+            // Try again later, backing off like a crash loop.
+            let failures = self.slots.get_mut(slot).map_or(1, |state| {
+                state.failures += 1;
+                state.failures
+            });
             old.retiring = false;
+            old.recycle_hold = Some(Instant::now() + respawn_delay(failures).max(Duration::from_secs(1)));
         }
     }
 
@@ -609,6 +617,11 @@ impl Master {
         }
         self.slots.pop();
         let removed = self.slots.len();
+        // A replacement under way for the removed slot is moot.
+        self.queue.retain(|(slot, _)| *slot != removed);
+        if self.replacing.as_ref().is_some_and(|r| r.slot == removed) {
+            self.replacing = None;
+        }
         let deadline = Instant::now() + self.cfg.graceful_timeout;
         for w in self.workers.values_mut().filter(|w| w.slot == removed) {
             w.stop(deadline, control::RETIRE_IDLE_GRACE);
@@ -749,7 +762,11 @@ fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> 
     // The child is reaped with waitpid in reap_workers; dropping the handle
     // neither waits nor kills.
     drop(child);
-    fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.as_fd()).map_err(io::Error::from)?;
+    // A worker that dies before taking the socket (EPIPE here) is still a
+    // process to reap: its exit code says why, so it is tracked like any.
+    if let Err(e) = fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.as_fd()) {
+        log::warn!("worker {slot} (pid {pid}): could not hand over the socket: {e}");
+    }
     ours.set_nonblocking(true)?;
     let now = Instant::now();
     Ok(Worker {
@@ -757,6 +774,7 @@ fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> 
         generation: 0,
         max_requests: 0,
         retiring: false,
+        recycle_hold: None,
         pid,
         channel: ours,
         lines: LineBuffer::default(),

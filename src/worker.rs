@@ -3,7 +3,7 @@
 //! drains when told to stop or when the master disappears.
 
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,8 +63,34 @@ impl std::fmt::Display for BootError {
 /// after a drain, [`control::EXIT_BOOT_ERROR`] if it cannot start.
 pub fn run(app: impl App) -> ! {
     crate::logging::init("worker");
-    match boot() {
-        Ok((limits, listener, channel)) => serve(Arc::new(app), limits, listener, channel),
+    // Claim fd 3 before this process opens anything: a new descriptor takes
+    // the lowest free number, and must never pass for the channel.
+    let channel = fdpass::inherited_fd(CHANNEL_FD);
+    // Before anything starts a thread (may's scheduler starts with the
+    // first socket it registers): threads inherit this mask, so SIGTERM is
+    // only ever read from the signalfd, never delivered with its default
+    // action to some may thread. SIGTERM straight to a worker (systemd's
+    // default KillMode signals the whole cgroup) is a graceful stop. The
+    // master's own controls (HUP, TTIN, TTOU), if sent to the whole process
+    // group, must not kill or stop workers: blocked too.
+    let mut mask = SigSet::empty();
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGTTIN, Signal::SIGTTOU] {
+        mask.add(sig);
+    }
+    let mut term = SigSet::empty();
+    term.add(Signal::SIGTERM);
+    let signals = match mask
+        .thread_block()
+        .and_then(|()| SignalFd::with_flags(&term, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("cannot set up signal handling: {e}");
+            std::process::exit(control::EXIT_BOOT_ERROR);
+        }
+    };
+    match boot(channel) {
+        Ok((limits, listener, channel)) => serve(Arc::new(app), limits, listener, channel, signals),
         Err(e) => {
             log::error!("worker cannot start: {e}");
             std::process::exit(control::EXIT_BOOT_ERROR);
@@ -72,9 +98,9 @@ pub fn run(app: impl App) -> ! {
     }
 }
 
-fn boot() -> Result<(Arc<Limits>, TcpListener, UnixStream), BootError> {
+fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, TcpListener, UnixStream), BootError> {
     let limits = Limits::from_env().map_err(BootError::Config)?;
-    let channel = fdpass::inherited_fd(CHANNEL_FD).ok_or(BootError::NoChannel)?;
+    let channel = channel.ok_or(BootError::NoChannel)?;
     let (_payload, fd) = fdpass::recv_fd(channel.as_fd()).map_err(BootError::Receive)?;
     let socket = socket2::Socket::from(fd);
     if socket.r#type().map_err(BootError::Io)? != socket2::Type::STREAM {
@@ -105,23 +131,13 @@ fn configure_may() {
     may::config().set_workers(MAY_THREADS).set_stack_size(STACK_WORDS).set_worker_pin(false);
 }
 
-fn serve(app: Arc<dyn App>, limits: Arc<Limits>, listener: TcpListener, mut channel: UnixStream) -> ! {
-    // SIGTERM straight to a worker (systemd's default KillMode signals the
-    // whole cgroup) means a graceful stop, as from the master. Blocked here,
-    // before may starts its threads, so every thread inherits the block and
-    // the signal is only ever read from the signalfd.
-    let mut term = SigSet::empty();
-    term.add(Signal::SIGTERM);
-    let signals = match term
-        .thread_block()
-        .and_then(|()| SignalFd::with_flags(&term, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC))
-    {
-        Ok(fd) => fd,
-        Err(e) => {
-            log::error!("cannot set up SIGTERM handling: {e}");
-            std::process::exit(control::EXIT_BOOT_ERROR);
-        }
-    };
+fn serve(
+    app: Arc<dyn App>,
+    limits: Arc<Limits>,
+    listener: TcpListener,
+    mut channel: UnixStream,
+    signals: SignalFd,
+) -> ! {
     let state = Arc::new(ServerState::default());
     let accepting = spawn_accept_loop(listener, app, limits, state.clone());
     let ticks = spawn_liveness_ticker();
@@ -181,8 +197,9 @@ fn spawn_accept_loop(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let (app, limits, state) = (app.clone(), limits.clone(), state.clone());
-            let spawned = spawn(move || conn::serve(stream, &*app, &limits, &state));
+            let admission = state.admit();
+            let (app, limits) = (app.clone(), limits.clone());
+            let spawned = spawn(move || conn::serve(stream, &*app, &limits, admission));
             if let Err(e) = spawned {
                 log::error!("cannot start a connection coroutine: {e}");
             }
@@ -222,9 +239,12 @@ fn spawn_liveness_ticker() -> Arc<AtomicU64> {
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
-    // SAFETY: may requires that coroutines not use thread-local storage and
-    // fit their stack. Our connection code uses no thread-locals (the Date
-    // cache is a process-wide atomic), and STACK_WORDS is sized for it.
+    // SAFETY: may requires that coroutines not keep thread-local state
+    // across a park (the coroutine may resume on another thread) and fit
+    // their stack. Our connection code keeps none (the Date cache is a
+    // process-wide atomic; logging touches env_logger's thread-local buffer
+    // only within one call), and STACK_WORDS is sized for it. Handlers run
+    // here too: the README states the same two rules for them.
     unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn(f) }
 }
 

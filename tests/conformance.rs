@@ -156,6 +156,20 @@ fn an_unread_body_is_drained_before_the_next_pipelined_request() {
 }
 
 #[test]
+fn an_undrainable_body_is_announced_in_the_response_head() {
+    let server = Server::start(&["--workers", "1", "--max-drain-bytes", "1000"]);
+    let mut reader = Reader::new(server.connect());
+    // Only the head arrives; the answer must say the connection ends, and
+    // the body we then send must not reset the connection under it.
+    reader.get_mut().write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n").unwrap();
+    let resp = reader.response(false).unwrap();
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.header("connection"), Some("close"));
+    let _ = reader.get_mut().write_all(&vec![b'x'; 100_000]);
+    assert!(reader.at_eof() || reader.response(false).is_err());
+}
+
+#[test]
 fn an_unread_body_over_the_drain_limit_closes_the_connection() {
     let server = Server::start(&["--workers", "1", "--max-drain-bytes", "1000"]);
     let mut reader = Reader::new(server.connect());

@@ -187,6 +187,42 @@ fn sigterm_finishes_a_slow_in_flight_request() {
 }
 
 #[test]
+fn sigterm_to_a_worker_drains_it_and_it_is_replaced() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "1", "--", &faults]);
+    let worker = server.worker_pids()[0];
+    let mut slow = Reader::new(server.connect());
+    slow.get_mut().write_all(b"GET /sleep?800 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // As systemd's default KillMode does: the signal goes to the worker.
+    kill(worker, libc::SIGTERM);
+    let resp = slow.response(false).unwrap();
+    assert_eq!(resp.status, 200, "the in-flight request completed");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(wait_until(Duration::from_secs(5), || !alive(worker)));
+    let reaped = format!("worker 0 (pid {worker}) exited cleanly");
+    assert!(wait_until(Duration::from_secs(5), || server.stderr().contains(&reaped)), "{}", server.stderr());
+    assert!(wait_until(Duration::from_secs(5), || server.worker_pids().len() == 1 && server.worker_pids()[0] != worker));
+}
+
+#[test]
+fn master_signals_sent_to_the_whole_group_do_not_hurt_workers() {
+    let server = Server::start(&["--workers", "2"]);
+    let workers = server.worker_pids();
+    for pid in &workers {
+        kill(*pid, libc::SIGTTIN);
+        kill(*pid, libc::SIGHUP);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for pid in &workers {
+        assert!(alive(*pid), "worker {pid} survived master-only signals");
+    }
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(r.response(false).unwrap().status, 200);
+}
+
+#[test]
 fn graceful_timeout_bounds_the_stop() {
     let faults = faults();
     let mut server = Server::start(&["--workers", "1", "--graceful-timeout", "1s", "--", &faults]);

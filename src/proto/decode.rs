@@ -166,6 +166,10 @@ impl BodyDecoder {
             pos += 1;
             *state = match *state {
                 ChunkedState::Size { digits } => match hex_value(b) {
+                    // Leading zeros are legal but endless ones are a way to
+                    // make us work without progress: 16 hex digits fit any
+                    // u64, 32 leave room for padding.
+                    Some(_) if digits >= MAX_SIZE_DIGITS => return Err(Error::BadRequest("chunk size too long")),
                     Some(v) => {
                         // checked arithmetic: a long run of hex digits must
                         // not wrap around into a small, attacker-chosen size.
@@ -201,7 +205,6 @@ impl BodyDecoder {
                 }
                 ChunkedState::SizeLf => {
                     expect(b, b'\n')?;
-                    *ext_bytes = 0;
                     if *size == 0 {
                         ChunkedState::TrailerStart
                     } else {
@@ -261,6 +264,9 @@ fn trailer_byte(b: u8, trailer_bytes: &mut usize, limits: BodyLimits) -> Result<
 fn expect(got: u8, want: u8) -> Result<(), Error> {
     if got == want { Ok(()) } else { Err(Error::BadRequest("invalid chunked framing")) }
 }
+
+/// Most hex digits accepted in one chunk size.
+const MAX_SIZE_DIGITS: u32 = 32;
 
 fn hex_value(b: u8) -> Option<u8> {
     match b {

@@ -38,13 +38,10 @@ impl<'a> Response<'a> {
     pub fn header(mut self, name: impl Into<Cow<'a, str>>, value: impl Into<Cow<'a, str>>) -> Response<'a> {
         let (name, value) = (name.into(), value.into());
         if name.eq_ignore_ascii_case("content-length") {
-            // An unparsable length is kept as a header so encoding reports it.
-            match value.trim().parse() {
-                Ok(n) => {
-                    self.length = Some(n);
-                    return self;
-                }
-                Err(_) => {}
+            // An unparsable length is kept as a header so encoding refuses it.
+            if let Ok(n) = value.trim().parse() {
+                self.length = Some(n);
+                return self;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             if value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
@@ -142,8 +139,11 @@ pub fn encode_head(
         return Err(EncodeError::InvalidStatus(code));
     }
     for (name, value) in &resp.headers {
+        // A Content-Length that `Response::header` could not parse stays in
+        // the list only to be refused here: framing headers are ours.
         if name.is_empty()
             || !name.bytes().all(is_token_byte)
+            || name.eq_ignore_ascii_case("content-length")
             || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
         {
             return Err(EncodeError::InvalidHeader(format!("{name}: {value}")));
@@ -258,4 +258,64 @@ pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>)
 
 fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+
+    fn head(resp: Response<'_>, is_head: bool, minor: u8) -> Result<(String, Framing, bool), EncodeError> {
+        let mut out = Vec::new();
+        let (f, k) = encode_head(&resp, RequestInfo { is_head, minor, keep_alive: true }, DATE, &mut out)?;
+        Ok((String::from_utf8(out).unwrap(), f, k))
+    }
+
+    #[test]
+    fn framing_is_chosen_by_the_encoder() {
+        let (text, f, keep) = head(Response::new(200).header("Content-Length", "5"), false, 1).unwrap();
+        assert_eq!(text, "HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!((f, keep), (Framing::Length(5), true));
+        let (text, f, _) = head(Response::new(200).header("Transfer-Encoding", "gzip"), false, 1).unwrap();
+        assert!(text.contains("Transfer-Encoding: chunked\r\n") && !text.contains("gzip"));
+        assert_eq!(f, Framing::Chunked);
+        let (text, f, keep) = head(Response::new(200), false, 0).unwrap();
+        assert_eq!((f, keep), (Framing::UntilClose, false));
+        assert!(text.contains("Connection: close"));
+        let (text, f, _) = head(Response::new(204).content_length(3), false, 1).unwrap();
+        assert_eq!(f, Framing::NoBody);
+        assert!(!text.contains("Content-Length"), "no Content-Length in a 204");
+        let (text, f, _) = head(Response::new(200).content_length(13), true, 1).unwrap();
+        assert_eq!(f, Framing::NoBody);
+        assert!(text.contains("Content-Length: 13"), "HEAD states the GET length");
+    }
+
+    #[test]
+    fn handler_mistakes_are_refused() {
+        assert!(matches!(
+            head(Response::new(200).header("Content-Length", "12abc"), false, 1),
+            Err(EncodeError::InvalidHeader(_))
+        ));
+        assert!(matches!(
+            head(Response::new(200).header("X", "a\r\nInjected: 1"), false, 1),
+            Err(EncodeError::InvalidHeader(_))
+        ));
+        assert!(matches!(
+            head(Response::new(200).header("Bad Name", "v"), false, 1),
+            Err(EncodeError::InvalidHeader(_))
+        ));
+        assert_eq!(head(Response::new(101), false, 1).unwrap_err(), EncodeError::InformationalStatus(101));
+        assert_eq!(head(Response::new(42), false, 1).unwrap_err(), EncodeError::InvalidStatus(42));
+    }
+
+    #[test]
+    fn chunks_are_framed_in_hex() {
+        let mut out = Vec::new();
+        encode_chunk(&[b'x'; 300], &mut out);
+        assert!(out.starts_with(b"12c\r\n") && out.ends_with(b"\r\n"));
+        let mut empty = Vec::new();
+        encode_chunk(b"", &mut empty);
+        assert!(empty.is_empty(), "an empty chunk would end the body");
+    }
 }

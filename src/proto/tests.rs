@@ -212,6 +212,16 @@ fn bad_chunked_framing_is_rejected() {
         ("data longer than size", with("3\r\nhello\r\n"), vec![h(), data("hel"), bad("invalid chunked framing")]),
         ("bare LF after data", with("3\r\nabc\n0\r\n\r\n"), vec![h(), data("abc"), bad("invalid chunked framing")]),
         ("NUL in extension", with("3;\0\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        (
+            "endless leading zeros",
+            with(&format!("{}5\r\nhello\r\n", "0".repeat(40))),
+            vec![h(), bad("chunk size too long")],
+        ),
+        (
+            "32 digits of padding are fine",
+            with(&format!("{}5\r\nhello\r\n0\r\n\r\n", "0".repeat(31))),
+            vec![h(), data("hello"), END],
+        ),
         ("bare LF in trailer", with("0\r\nT: v\n\r\n"), vec![h(), bad("invalid trailer")]),
     ];
     let limits = Limits::default();
@@ -292,6 +302,11 @@ fn limits_give_their_status() {
             vec![h(), data("abcdef"), Event::Error(Error::PayloadTooLarge)],
         ),
         ("chunk extension > max", long_ext.as_bytes(), vec![h(), bad("chunk extension too long")]),
+        (
+            "extensions add up over the body",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;abcd\r\nx\r\n1;efgh\r\ny\r\n0\r\n\r\n",
+            vec![h(), data("x"), bad("chunk extension too long")],
+        ),
         ("trailers > max (431)", long_trailer.as_bytes(), vec![h(), Event::Error(Error::HeadTooLarge)]),
     ];
     for (name, wire, expected) in &cases {

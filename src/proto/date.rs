@@ -38,6 +38,9 @@ pub fn now() -> [u8; DATE_LEN] {
         && seen < want
         && CACHE.stamp.compare_exchange(seen, want | 1, Ordering::Acquire, Ordering::Relaxed).is_ok()
     {
+        // The odd stamp must be visible before any of the new words, so a
+        // reader that saw new words also sees the stamp change (seqlock).
+        fence(Ordering::Release);
         for (slot, word) in CACHE.words.iter().zip(pack(&date)) {
             slot.store(word, Ordering::Relaxed);
         }

@@ -95,7 +95,7 @@ impl ReadBuf {
     /// Gives the memory back while the connection idles with nothing
     /// buffered, so idle keep-alive connections stay small.
     pub fn release_if_empty(&mut self) {
-        if self.is_empty() && !self.buf.is_empty() {
+        if self.is_empty() && self.buf.len() > READ_INITIAL {
             self.buf = Vec::new();
         }
     }

@@ -70,6 +70,9 @@ impl Request {
     /// (`http://host/p?q`) the path part (`/p`).
     pub fn path(&self) -> &str {
         let t = self.target();
+        if t.starts_with('/') {
+            return t.split(['?', '#']).next().unwrap_or(t);
+        }
         let t = match t.find("://") {
             Some(i) if !t.starts_with('/') => {
                 let rest = &t[i + 3..];
@@ -353,6 +356,11 @@ impl Framing {
         let mut f = Framing::default();
         for h in headers {
             let name = h.name.as_bytes();
+            // Only five names matter here; their lengths (4, 6, 10, 14, 17)
+            // rule out almost every other header without a comparison.
+            if !matches!(name.len(), 4 | 6 | 10 | 14 | 17) {
+                continue;
+            }
             let value = trim_ows(h.value);
             if name.eq_ignore_ascii_case(b"content-length") {
                 // RFC 9110 §8.6: a list of identical values may be accepted
@@ -460,7 +468,8 @@ fn parse_content_length(value: &[u8]) -> Result<u64, Error> {
 /// Bytes allowed in a Host value: uri-host (reg-name, IP literal) and port
 /// (RFC 3986 §3.2.2).
 fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(&b)
+    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\''
+        | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'%' | b'[' | b']')
 }
 
 /// Strips optional whitespace (SP / HTAB) from both ends.

@@ -110,6 +110,9 @@ pub struct Io {
     /// A write failed (possibly after sending part of the buffer): the byte
     /// stream is now unknown to us, so nothing more may be sent on it.
     broken: bool,
+    /// The read timeout last given to may. Setting it costs a setsockopt
+    /// syscall (may mirrors it into SO_RCVTIMEO), so only changes are set.
+    read_timeout: Option<Duration>,
 }
 
 impl Io {
@@ -118,7 +121,14 @@ impl Io {
         // A write that cannot make progress for this long fails with
         // TimedOut; may applies it to every write that has to park.
         let _ = stream.set_write_timeout(Some(write_timeout));
-        Io { stream, rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)), wbuf: Vec::new(), write_timeout, broken: false }
+        Io {
+            stream,
+            rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)),
+            wbuf: Vec::new(),
+            write_timeout,
+            broken: false,
+            read_timeout: None,
+        }
     }
 
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
@@ -143,7 +153,10 @@ impl Io {
             }
             None => None,
         };
-        self.stream.set_read_timeout(timeout)?;
+        if timeout != self.read_timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
         let spare = self.rbuf.spare();
         if spare.is_empty() {
             // Decoders reject input before it outgrows the buffer; reaching
@@ -248,7 +261,7 @@ impl Io {
         let mut sink = [0u8; 4096];
         while discarded < 256 * 1024 {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(left)).is_err() {
+            if left.is_zero() || self.stream.set_read_timeout(Some(timer_interval(left))).is_err() {
                 break;
             }
             match self.stream.read(&mut sink) {

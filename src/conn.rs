@@ -46,6 +46,9 @@ pub struct ServerState {
     /// Set when the worker stops: in-flight requests are answered with
     /// `Connection: close` and no further request is read.
     pub draining: AtomicBool,
+    /// Set when idle connections are to close rather than wait for one
+    /// more request (the end of a drain's idle grace).
+    closing_idle: AtomicBool,
     pub connections: AtomicUsize,
     pub requests: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnSlot>>>,
@@ -102,9 +105,14 @@ impl ServerState {
     /// Closes the connections idling between requests (their read side is
     /// shut, so their coroutine sees end-of-stream and exits). Connections
     /// that go idle later close by themselves: a decoder marks itself idle
-    /// before it checks the drain flag, and we set the flag before reading
-    /// the idle marks, so one of the two always sees the other.
+    /// before it checks `closing_idle`, and we set that flag before reading
+    /// the idle marks, so one of the two always sees the other. Until then
+    /// a draining worker's idle connections wait: one whose last response
+    /// still promised keep-alive may have the client's next request already
+    /// in flight, which gets answered (with `Connection: close`) instead of
+    /// a reset.
     pub fn close_idle(&self) {
+        self.closing_idle.store(true, Ordering::SeqCst);
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for slot in open.values() {
             if slot.idle.load(Ordering::SeqCst) {
@@ -332,9 +340,9 @@ impl Decoder for RequestDecoder {
                 if input.is_empty() {
                     input.release_if_empty();
                     self.ex.slot.idle.store(true, Ordering::SeqCst);
-                    // A drain that began while we were busy did not see us
-                    // idle: do not wait for a request that must not come.
-                    if self.ex.server.draining.load(Ordering::SeqCst) {
+                    // Idle connections are being closed, and that sweep may
+                    // have missed us while we were busy: close now.
+                    if self.ex.server.closing_idle.load(Ordering::SeqCst) {
                         self.reading = Reading::Closed;
                         return Ok(Decoded::End);
                     }
@@ -617,9 +625,10 @@ impl Write<'_, ResponseEncoder> {
 
 /// Serves one connection with `app` until it closes. Never panics: a
 /// panicking handler ends this connection only.
-pub fn serve(stream: TcpStream, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
+/// `peer` is the address accept() returned (asking the socket again would
+/// cost a syscall per connection).
+pub fn serve(stream: TcpStream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
     let server = &admission.0;
-    let peer = stream.peer_addr().ok();
     let (id, slot) = server.register(stream.as_raw_fd());
     let io = RefCell::new(Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout));
     let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, peer));

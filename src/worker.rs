@@ -182,11 +182,12 @@ fn spawn_accept_loop(
     state: Arc<ServerState>,
 ) -> coroutine::JoinHandle<()> {
     let accept = move || {
-        for stream in listener.incoming() {
+        loop {
+            let accepted = listener.accept();
             if state.draining.load(Ordering::SeqCst) {
                 break;
             }
-            let stream = match stream {
+            let (stream, peer) = match accepted {
                 Ok(s) => s,
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, go on. The
@@ -199,7 +200,7 @@ fn spawn_accept_loop(
             let _ = stream.set_nodelay(true);
             let admission = state.admit();
             let (app, limits) = (app.clone(), limits.clone());
-            let spawned = spawn(move || conn::serve(stream, &*app, &limits, admission));
+            let spawned = spawn(move || conn::serve(stream, Some(peer), &*app, &limits, admission));
             if let Err(e) = spawned {
                 log::error!("cannot start a connection coroutine: {e}");
             }

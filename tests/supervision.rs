@@ -151,12 +151,7 @@ fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
     server.signal(libc::SIGHUP);
     assert!(wait_until(Duration::from_secs(10), || server.stderr().contains("rolled back")), "{}", server.stderr());
     assert_eq!(server.worker_pids(), before, "old workers keep serving after a failed reload");
-    let (resp, _) = {
-        let mut r = Reader::new(server.connect());
-        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-        (r.response(false).unwrap(), ())
-    };
-    assert_eq!(resp.status, 200);
+    assert_eq!(get(&server, "/").status, 200);
 
     // Fixed on disk: the next reload picks it up.
     install(&good);
@@ -217,9 +212,7 @@ fn master_signals_sent_to_the_whole_group_do_not_hurt_workers() {
     for pid in &workers {
         assert!(alive(*pid), "worker {pid} survived master-only signals");
     }
-    let mut r = Reader::new(server.connect());
-    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    assert_eq!(r.response(false).unwrap().status, 200);
+    assert_eq!(get(&server, "/").status, 200);
 }
 
 #[test]
@@ -259,9 +252,7 @@ fn a_hung_worker_is_killed_and_replaced() {
     let log = server.stderr();
     assert!(log.contains(&format!("worker 0 (pid {hung}) sent no heartbeat")), "{log}");
     assert!(log.contains("connections open"), "{log}");
-    let mut r = Reader::new(server.connect());
-    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    assert_eq!(r.response(false).unwrap().status, 200);
+    assert_eq!(get(&server, "/").status, 200);
 }
 
 #[test]
@@ -314,9 +305,7 @@ fn ttin_and_ttou_scale_the_cluster() {
     let two = server.worker_pids();
     assert!(two.iter().all(|p| three.contains(p)));
     assert!(server.stderr().contains("scaling down to 2 workers"));
-    let mut r = Reader::new(server.connect());
-    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    assert_eq!(r.response(false).unwrap().status, 200);
+    assert_eq!(get(&server, "/").status, 200);
 }
 
 #[test]

@@ -280,6 +280,13 @@ impl<R: Read> Reader<R> {
     }
 }
 
+/// `GET path` on a fresh keep-alive connection; the first response.
+pub fn get(server: &Server, path: &str) -> Resp {
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+    r.response(false).unwrap()
+}
+
 /// Sends `request` on a fresh connection and reads everything until the
 /// server closes (bounded by IO_TIMEOUT).
 pub fn exchange_raw(server: &Server, request: &[u8]) -> Vec<u8> {

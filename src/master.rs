@@ -105,6 +105,49 @@ pub fn respawn_delay(failures: u32) -> Duration {
     }
 }
 
+/// What the master knew about a worker when it exited.
+#[derive(Clone, Copy, Debug)]
+pub struct ExitContext {
+    /// It was told to stop, or the whole master is stopping.
+    pub stopping: bool,
+    /// Another live worker serves its slot (it was a replacement that
+    /// failed), or its slot was removed.
+    pub slot_served_by_other: bool,
+    /// It had reported ready.
+    pub was_ready: bool,
+    pub uptime: Duration,
+}
+
+/// What a slot does after its worker exited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotAction {
+    /// Expected, or somebody else serves the slot.
+    Nothing,
+    /// It could not boot: do not respawn (a reload may retry).
+    Halt,
+    /// Start a new worker after this delay.
+    Respawn(Duration),
+}
+
+/// Slot bookkeeping after an exit, as a pure function of what was known:
+/// updates the slot's failure count and says what to do.
+pub fn after_exit(exit: Exit, seen: ExitContext, slot: &mut SlotState) -> SlotAction {
+    if seen.stopping || seen.slot_served_by_other {
+        return SlotAction::Nothing;
+    }
+    if let (Exit::BootFailure(_), false) = (exit, seen.was_ready) {
+        slot.halted = true;
+        return SlotAction::Halt;
+    }
+    if seen.uptime >= STABLE_AFTER {
+        slot.failures = 0;
+    }
+    slot.failures += 1;
+    let delay = respawn_delay(slot.failures);
+    slot.respawn_at = Some(Instant::now() + delay);
+    SlotAction::Respawn(delay)
+}
+
 /// A worker that ran at least this long resets its slot's failure count.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
@@ -150,7 +193,7 @@ impl Worker {
 
 /// What a slot is waiting for when it has no worker.
 #[derive(Debug, Default, Clone, Copy)]
-struct SlotState {
+pub struct SlotState {
     failures: u32,
     respawn_at: Option<Instant>,
     /// Its worker failed to boot: do not respawn.
@@ -391,35 +434,33 @@ impl Master {
             let Some((pid, exit)) = classify_exit(status) else { return };
             let Some(w) = self.workers.remove(&pid.as_raw()) else { continue };
             let uptime = w.spawned.elapsed();
-            if w.is_stopping() || self.stopping.is_some() {
-                log::info!("worker {} (pid {pid}) {exit} after stopping", w.slot);
-                continue;
+            let seen = ExitContext {
+                stopping: w.is_stopping() || self.stopping.is_some(),
+                slot_served_by_other: self.slot_served(w.slot, pid) || w.slot >= self.slots.len(),
+                was_ready: !matches!(w.phase, Phase::Starting),
+                uptime,
+            };
+            let Some(state) = self.slots.get_mut(w.slot) else { continue };
+            match after_exit(exit, seen, state) {
+                SlotAction::Nothing if seen.stopping => {
+                    log::info!("worker {} (pid {pid}) {exit} after stopping", w.slot);
+                }
+                SlotAction::Nothing => {
+                    // A replacement that failed (the old worker still
+                    // serves), or a worker of a slot removed by SIGTTOU.
+                    log::warn!("worker {} (pid {pid}, generation {}) {exit} before taking over", w.slot, w.generation);
+                }
+                SlotAction::Halt => log::error!("worker {} (pid {pid}) {exit}; not respawning this slot", w.slot),
+                SlotAction::Respawn(delay) => {
+                    log::warn!(
+                        "worker {} (pid {pid}) {exit} after {:.1}s ({} connections open); respawning in {:?}",
+                        w.slot,
+                        uptime.as_secs_f64(),
+                        w.connections,
+                        delay
+                    );
+                }
             }
-            if self.slot_served(w.slot, pid) || w.slot >= self.slots.len() {
-                // A replacement that failed (the old worker still serves),
-                // or a worker of a slot removed by SIGTTOU.
-                log::warn!("worker {} (pid {pid}, generation {}) {exit} before taking over", w.slot, w.generation);
-                continue;
-            }
-            let state = &mut self.slots[w.slot];
-            if let (Exit::BootFailure(_), Phase::Starting) = (exit, &w.phase) {
-                log::error!("worker {} (pid {pid}) {exit}; not respawning this slot", w.slot);
-                state.halted = true;
-                continue;
-            }
-            if uptime >= STABLE_AFTER {
-                state.failures = 0;
-            }
-            state.failures += 1;
-            let delay = respawn_delay(state.failures);
-            log::warn!(
-                "worker {} (pid {pid}) {exit} after {:.1}s ({} connections open); respawning in {:?}",
-                w.slot,
-                uptime.as_secs_f64(),
-                w.connections,
-                delay
-            );
-            state.respawn_at = Some(Instant::now() + delay);
         }
     }
 
@@ -803,6 +844,55 @@ mod tests {
         );
         assert_eq!(classify_exit(WaitStatus::StillAlive), None);
         assert_eq!(classify_exit(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
+    }
+
+    fn seen(uptime_s: u64) -> ExitContext {
+        ExitContext {
+            stopping: false,
+            slot_served_by_other: false,
+            was_ready: true,
+            uptime: Duration::from_secs(uptime_s),
+        }
+    }
+
+    #[test]
+    fn a_crash_respawns_at_once_then_backs_off() {
+        let mut slot = SlotState::default();
+        assert_eq!(
+            after_exit(Exit::Signaled(Signal::SIGKILL), seen(1), &mut slot),
+            SlotAction::Respawn(Duration::ZERO)
+        );
+        assert_eq!(after_exit(Exit::Failed(1), seen(1), &mut slot), SlotAction::Respawn(Duration::from_millis(100)));
+        assert_eq!(after_exit(Exit::Failed(1), seen(1), &mut slot), SlotAction::Respawn(Duration::from_millis(200)));
+        assert!(slot.respawn_at.is_some() && !slot.halted);
+        // A worker that ran long enough starts the count afresh.
+        assert_eq!(after_exit(Exit::Failed(1), seen(60), &mut slot), SlotAction::Respawn(Duration::ZERO));
+        assert_eq!(slot.failures, 1);
+    }
+
+    #[test]
+    fn a_boot_failure_halts_the_slot_only_before_ready() {
+        let mut slot = SlotState::default();
+        let booting = ExitContext { was_ready: false, ..seen(0) };
+        assert_eq!(after_exit(Exit::BootFailure(3), booting, &mut slot), SlotAction::Halt);
+        assert!(slot.halted);
+        // Exit code 3 from a worker that had been serving is a crash.
+        let mut slot = SlotState::default();
+        assert_eq!(after_exit(Exit::BootFailure(3), seen(5), &mut slot), SlotAction::Respawn(Duration::ZERO));
+        // Any other early exit is retried with backoff.
+        let mut slot = SlotState::default();
+        assert_eq!(after_exit(Exit::Failed(1), booting, &mut slot), SlotAction::Respawn(Duration::ZERO));
+    }
+
+    #[test]
+    fn expected_exits_and_failed_replacements_leave_the_slot_alone() {
+        let mut slot = SlotState::default();
+        let stopping = ExitContext { stopping: true, ..seen(5) };
+        assert_eq!(after_exit(Exit::Signaled(Signal::SIGKILL), stopping, &mut slot), SlotAction::Nothing);
+        let replaced = ExitContext { slot_served_by_other: true, was_ready: false, ..seen(0) };
+        assert_eq!(after_exit(Exit::BootFailure(3), replaced, &mut slot), SlotAction::Nothing);
+        assert!(!slot.halted, "a failed replacement must not halt a slot the old worker still serves");
+        assert_eq!((slot.failures, slot.respawn_at), (0, None));
     }
 
     #[test]

@@ -113,14 +113,15 @@ pub struct Io {
     /// The read timeout last given to may. Setting it costs a setsockopt
     /// syscall (may mirrors it into SO_RCVTIMEO), so only changes are set.
     read_timeout: Option<Duration>,
+    /// Writes so far, and whether the write timeout is armed (see
+    /// [`Io::arm_write_timeout`]).
+    writes: u64,
+    write_timeout_armed: bool,
 }
 
 impl Io {
     /// `read_cap` bounds the read buffer (at least the largest head).
     pub fn new(stream: TcpStream, read_cap: usize, write_timeout: Duration) -> Io {
-        // A write that cannot make progress for this long fails with
-        // TimedOut; may applies it to every write that has to park.
-        let _ = stream.set_write_timeout(Some(write_timeout));
         Io {
             stream,
             rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)),
@@ -128,6 +129,8 @@ impl Io {
             write_timeout,
             broken: false,
             read_timeout: None,
+            writes: 0,
+            write_timeout_armed: false,
         }
     }
 
@@ -196,7 +199,23 @@ impl Io {
         result
     }
 
+    /// A write that cannot make progress for `write_timeout` fails with
+    /// TimedOut (may applies the timeout to every write that parks). Setting
+    /// it costs a setsockopt, so it is armed lazily: the first write on a
+    /// connection, if small, goes into an empty send buffer and cannot
+    /// block; any later or larger write arms it first. A connection that
+    /// writes one response and closes never pays for it.
+    fn arm_write_timeout(&mut self, len: usize) -> io::Result<()> {
+        if !self.write_timeout_armed && (self.writes > 0 || len > 1024) {
+            self.stream.set_write_timeout(Some(self.write_timeout))?;
+            self.write_timeout_armed = true;
+        }
+        self.writes += 1;
+        Ok(())
+    }
+
     fn write_vectored_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.arm_write_timeout(self.wbuf.len() + data.len())?;
         let mut bufs = [IoSlice::new(&self.wbuf), IoSlice::new(data)];
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         if slices[0].is_empty() {
@@ -229,6 +248,7 @@ impl Io {
     }
 
     fn write_buffered(&mut self) -> io::Result<()> {
+        self.arm_write_timeout(self.wbuf.len())?;
         let mut done = 0;
         while done < self.wbuf.len() {
             match self.stream.write(&self.wbuf[done..]) {
@@ -252,10 +272,11 @@ impl Io {
         if self.flush().is_err() {
             return;
         }
-        let _ = self.stream.shutdown(Shutdown::Write);
         if !linger {
+            // Dropping the socket closes it, which sends FIN by itself.
             return;
         }
+        let _ = self.stream.shutdown(Shutdown::Write);
         let deadline = Instant::now() + Duration::from_secs(2).min(self.write_timeout);
         let mut discarded = 0usize;
         let mut sink = [0u8; 4096];

@@ -290,13 +290,14 @@ impl RequestDecoder {
         let keep_alive = req.keep_alive() && (max == 0 || served < max) && !ex.server.draining.load(Ordering::Relaxed);
         ex.request.set(RequestInfo { is_head: req.is_head(), minor: req.version_minor(), keep_alive });
         ex.writing.set(Writing::AwaitingHead);
-        let body_follows = req.body_kind() != BodyKind::Empty && req.content_length() != Some(0);
-        ex.expect.set(if req.expects_continue() && body_follows { Continue::Pending } else { Continue::NotExpected });
-        ex.unread.set(match req.body_kind() {
+        let unread = match req.body_kind() {
             BodyKind::Empty | BodyKind::Length(0) => Unread::Nothing,
             BodyKind::Length(n) => Unread::Bytes(n),
             BodyKind::Chunked => Unread::Unknown,
-        });
+        };
+        ex.unread.set(unread);
+        let pending = req.expects_continue() && unread != Unread::Nothing;
+        ex.expect.set(if pending { Continue::Pending } else { Continue::NotExpected });
         self.reading = Reading::Body(BodyDecoder::new(req.body_kind(), ex.body_limits));
     }
 }
@@ -318,8 +319,9 @@ impl Decoder for RequestDecoder {
                     return Ok(Decoded::End);
                 }
             }
-            let keep = self.ex.finish_response(output);
-            if !keep || !self.ex.request.get().keep_alive {
+            // The response head already carried the request's keep-alive
+            // wish; finish_response is where it is decided.
+            if !self.ex.finish_response(output) {
                 self.reading = Reading::Closed;
                 return Ok(Decoded::End);
             }
@@ -435,11 +437,10 @@ impl Encoder<Response<'_>> for ResponseEncoder {
             return Err(misuse("no request awaiting a response head"));
         }
         let mut info = ex.request.get();
-        // Answering without having read a body the client holds back behind
-        // 100-continue: it may still send it or not, so close afterwards.
-        // And a draining worker announces that this is the last response.
-        // And a body too large to drain before the next request means this
-        // is the last response, which the client must hear now.
+        // This is the last response on the connection, and must say so, when
+        // the client still holds back a body behind 100-continue (it may or
+        // may not send it), when the unread body is too large to drain, or
+        // when the worker is draining.
         let undrainable = matches!(ex.unread.get(), Unread::Bytes(n) if n > ex.limits.max_drain_bytes);
         if ex.expect.get() == Continue::Pending || undrainable || ex.server.draining.load(Ordering::Relaxed) {
             info.keep_alive = false;
@@ -597,9 +598,8 @@ impl Write<'_, ResponseEncoder> {
     /// Writes body bytes, framed as the head said. Large bodies are written
     /// straight from `data`, without copying into the output buffer.
     pub fn body(&self, data: &[u8]) -> io::Result<()> {
-        if data.len() < 16 * 1024 {
-            return self.write(data);
-        }
+        // The framing goes into the output buffer; `Io::send` copies small
+        // data after it and writes large data straight from `data`.
         let mut io = self.io.borrow_mut();
         let mut encoder = self.encoder.borrow_mut();
         if encoder.body_prefix(data.len(), &mut io.wbuf)? {

@@ -134,10 +134,6 @@ impl Io {
         }
     }
 
-    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.stream.peer_addr().ok()
-    }
-
     /// Writes pending output, then reads more input, waiting at most until
     /// `deadline`. Returns the number of bytes read; 0 means the peer closed
     /// its side.

@@ -1,5 +1,5 @@
 //! Every limit and timeout of the server, each a named setting with a safe
-//! default.
+//! default, and the other settings a worker applies to its connections.
 //!
 //! The master parses these from its command line (or `HTTP_CLUSTER_*`
 //! environment variables) and hands them to every worker program through the
@@ -88,6 +88,20 @@ pub struct Limits {
     /// is dropped.
     #[arg(long, env = "HTTP_CLUSTER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
+
+    /// Every connection starts with a HAProxy PROXY protocol header (v1 or
+    /// v2) from the load balancer in front; handlers see the client address
+    /// it carries. Connections without a valid header are closed. Enable
+    /// only behind a proxy that sends it: anyone else could forge addresses.
+    #[arg(long, env = "HTTP_CLUSTER_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", help_heading = "Connections")]
+    pub proxy_protocol: bool,
+
+    /// Access log in the combined log format: a file path, or `-` for
+    /// stdout. Each worker buffers its lines and writes them at least twice
+    /// a second; SIGUSR1 to the master reopens the file (logrotate).
+    #[arg(long, env = "HTTP_CLUSTER_ACCESS_LOG", value_name = "PATH|-", help_heading = "Logging")]
+    pub access_log: Option<String>,
 }
 
 impl Default for Limits {
@@ -133,7 +147,7 @@ impl Limits {
 
     /// The environment variables that reproduce these limits in a worker.
     pub fn to_env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("HTTP_CLUSTER_MAX_REQUEST_LINE", self.max_request_line.to_string()),
             ("HTTP_CLUSTER_MAX_HEAD_BYTES", self.max_head_bytes.to_string()),
             ("HTTP_CLUSTER_MAX_HEADERS", self.max_headers.to_string()),
@@ -146,7 +160,12 @@ impl Limits {
             ("HTTP_CLUSTER_IDLE_TIMEOUT", DurationArg(self.idle_timeout).to_string()),
             ("HTTP_CLUSTER_BODY_TIMEOUT", DurationArg(self.body_timeout).to_string()),
             ("HTTP_CLUSTER_WRITE_TIMEOUT", DurationArg(self.write_timeout).to_string()),
-        ]
+            ("HTTP_CLUSTER_PROXY_PROTOCOL", self.proxy_protocol.to_string()),
+        ];
+        if let Some(path) = &self.access_log {
+            env.push(("HTTP_CLUSTER_ACCESS_LOG", path.clone()));
+        }
+        env
     }
 }
 
@@ -208,6 +227,8 @@ mod tests {
             idle_timeout: Duration::from_millis(10),
             body_timeout: Duration::from_millis(11),
             write_timeout: Duration::from_millis(12),
+            proxy_protocol: true,
+            access_log: Some("/var/log/x.log".into()),
         };
         let env = limits.to_env();
         let parsed =

@@ -19,11 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use may::net::TcpStream;
 
+use crate::access_log::{self, AccessLog, Entry};
 use crate::codec::{Decoded, Decoder, Encoder, Read, StreamError, Write, chain};
 use crate::config::Limits;
 use crate::io::{Io, ReadBuf};
+use crate::net::Stream;
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::encode::{self, Framing, RequestInfo, Response};
 use crate::proto::head::{self, BodyKind, Request};
@@ -175,6 +176,9 @@ pub struct Exchange {
     drained: Cell<u64>,
     unread: Cell<Unread>,
     peer: Option<SocketAddr>,
+    /// The access log, and what its line for the current request records.
+    access: Option<&'static AccessLog>,
+    entry: RefCell<Entry>,
 }
 
 impl Exchange {
@@ -193,6 +197,32 @@ impl Exchange {
             drained: Cell::new(0),
             unread: Cell::new(Unread::Nothing),
             peer,
+            access: access_log::get(),
+            entry: RefCell::new(Entry::default()),
+        }
+    }
+
+    /// Writes the access log line of the current request (with `status`
+    /// when the server, not the handler, answered). Each request is logged
+    /// once; an error answered before any request was parsed is logged with
+    /// `"-"` as its request line.
+    fn log_access(&self, status: Option<u16>) {
+        let Some(log) = self.access else { return };
+        let mut entry = self.entry.borrow_mut();
+        if !entry.open && status.is_none() {
+            return;
+        }
+        if let Some(s) = status {
+            entry.status = s;
+        }
+        log.record(self.peer, &entry);
+        entry.reset();
+    }
+
+    /// Counts response body bytes for the access log.
+    fn count_body(&self, len: usize) {
+        if self.access.is_some() {
+            self.entry.borrow_mut().bytes += len as u64;
         }
     }
 
@@ -200,6 +230,7 @@ impl Exchange {
     /// read, and decides whether there is a next one. This is the one place
     /// keep-alive is decided once a response exists.
     fn finish_response(&self, output: &mut Vec<u8>) -> bool {
+        self.log_access((self.writing.get() == Writing::AwaitingHead).then_some(500));
         let keep = match self.writing.get() {
             Writing::Idle => true,
             Writing::AwaitingHead => {
@@ -286,6 +317,9 @@ impl RequestDecoder {
         ex.served.set(served);
         ex.server.requests.fetch_add(1, Ordering::Relaxed);
         ex.drained.set(0);
+        if ex.access.is_some() {
+            ex.entry.borrow_mut().start(req);
+        }
         let max = ex.limits.max_requests_per_conn;
         let keep_alive = req.keep_alive() && (max == 0 || served < max) && !ex.server.draining.load(Ordering::Relaxed);
         ex.request.set(RequestInfo { is_head: req.is_head(), minor: req.version_minor(), keep_alive });
@@ -407,15 +441,20 @@ impl ResponseEncoder {
                     return Err(misuse("response body longer than its Content-Length"));
                 }
                 ex.writing.set(Writing::Body(Framing::Length(owed - len as u64)));
+                ex.count_body(len);
                 Ok(len > 0)
             }
             Writing::Body(Framing::Chunked) => {
                 if len > 0 {
                     encode::chunk_header(len, output);
                 }
+                ex.count_body(len);
                 Ok(len > 0)
             }
-            Writing::Body(Framing::UntilClose) => Ok(len > 0),
+            Writing::Body(Framing::UntilClose) => {
+                ex.count_body(len);
+                Ok(len > 0)
+            }
             Writing::AwaitingHead => Err(misuse("response body written before its head")),
             Writing::Idle | Writing::Done | Writing::Broken => Err(misuse("no response in progress")),
         }
@@ -449,6 +488,9 @@ impl Encoder<Response<'_>> for ResponseEncoder {
             encode::encode_head(&resp, info, &date::now(), output).map_err(|e| misuse(&e.to_string()))?;
         ex.keep_alive.set(keep_alive);
         ex.writing.set(Writing::Body(framing));
+        if ex.access.is_some() {
+            ex.entry.borrow_mut().status = resp.status();
+        }
         Ok(())
     }
 }
@@ -627,7 +669,7 @@ impl Write<'_, ResponseEncoder> {
 /// panicking handler ends this connection only.
 /// `peer` is the address accept() returned (asking the socket again would
 /// cost a syscall per connection).
-pub fn serve(stream: TcpStream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
+pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
     let server = &admission.0;
     let (id, slot) = server.register(stream.as_raw_fd());
     let io = RefCell::new(Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout));
@@ -662,6 +704,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
     // responses to earlier pipelined requests.
     let answer = |io: &mut Io, code: u16, text: &str| {
         encode::encode_plain_close(code, text, &date::now(), &mut io.wbuf);
+        ex.log_access(Some(code));
     };
     match outcome {
         Err(panic) => {
@@ -682,6 +725,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
                 log::debug!("rejected request from {:?}: {e}", ex.peer);
                 if head_pending {
                     encode::encode_error(e, &date::now(), &mut io.wbuf);
+                    ex.log_access(Some(e.status()));
                     return true;
                 }
                 return false;

@@ -1,7 +1,8 @@
 //! The supervision channel between master and worker: the worker's fd 3.
 //!
-//! It starts exactly like libuv's IPC pipe: one byte (`.`) carrying the
-//! listening socket (see [`crate::fdpass`]). After that both sides exchange
+//! It starts exactly like libuv's IPC pipe: one byte (`.`) carrying a
+//! listening socket, once per listener (`HTTP_CLUSTER_LISTENERS` says how
+//! many) (see [`crate::fdpass`]). After that both sides exchange
 //! newline-terminated ASCII messages, so the protocol can be watched with
 //! strace and spoken by a worker in any language.
 
@@ -40,6 +41,8 @@ pub enum MasterMsg {
     /// `Connection: close`, instead of being closed under a request already
     /// in flight (the keep-alive race clients like wrk count as an error).
     Stop { idle_grace: Duration },
+    /// Reopen log files (SIGUSR1 to the master: logrotate moved them).
+    Reopen,
 }
 
 /// How long a retired worker keeps idle keep-alive connections open for a
@@ -73,6 +76,7 @@ impl MasterMsg {
     pub fn encode(self) -> String {
         match self {
             MasterMsg::Stop { idle_grace } => format!("stop {}\n", idle_grace.as_millis()),
+            MasterMsg::Reopen => "reopen\n".to_string(),
         }
     }
 
@@ -87,6 +91,7 @@ impl MasterMsg {
                 };
                 Some(MasterMsg::Stop { idle_grace: Duration::from_millis(ms) })
             }
+            "reopen" => Some(MasterMsg::Reopen),
             _ => None,
         }
     }
@@ -125,6 +130,7 @@ mod tests {
         }
         let stop = MasterMsg::Stop { idle_grace: Duration::from_millis(1500) };
         assert_eq!(MasterMsg::parse(stop.encode().as_bytes()), Some(stop));
+        assert_eq!(MasterMsg::parse(MasterMsg::Reopen.encode().as_bytes()), Some(MasterMsg::Reopen));
         assert_eq!(MasterMsg::parse(b"stop"), Some(MasterMsg::Stop { idle_grace: Duration::ZERO }));
         assert_eq!(WorkerMsg::parse(b"hb x 1"), None);
         assert_eq!(WorkerMsg::parse(b"bogus"), None);

@@ -2,11 +2,11 @@
 //! buffer, and reads and writes that park the coroutine (never the thread)
 //! until the socket is ready or a deadline passes.
 
-use std::io::{self, IoSlice, Read as _, Write as _};
+use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use may::net::TcpStream;
+use crate::net::Stream;
 
 /// Output accumulates up to this many bytes before it is written even
 /// though the handler has not blocked yet: bounds the memory of a pipelined
@@ -103,7 +103,7 @@ impl ReadBuf {
 
 /// One connection's socket and buffers.
 pub struct Io {
-    stream: TcpStream,
+    stream: Stream,
     pub rbuf: ReadBuf,
     pub wbuf: Vec<u8>,
     write_timeout: Duration,
@@ -121,7 +121,7 @@ pub struct Io {
 
 impl Io {
     /// `read_cap` bounds the read buffer (at least the largest head).
-    pub fn new(stream: TcpStream, read_cap: usize, write_timeout: Duration) -> Io {
+    pub fn new(stream: Stream, read_cap: usize, write_timeout: Duration) -> Io {
         Io {
             stream,
             rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)),

@@ -39,6 +39,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod access_log;
 pub mod builtin;
 pub mod codec;
 pub mod config;
@@ -46,9 +47,12 @@ pub mod conn;
 pub mod control;
 pub mod fdpass;
 pub mod io;
+pub mod listen;
 pub mod logging;
 pub mod master;
+pub mod net;
 pub mod proto;
+pub mod status;
 pub mod worker;
 
 pub use codec::{Decoded, Decoder, Encoder, chain};

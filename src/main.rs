@@ -1,14 +1,15 @@
-//! `http-cluster`: the master binary. `http-cluster worker` (hidden) is the
-//! worker mode that serves the built-in app.
+//! `http-cluster`: the master binary. `http-cluster status` asks a running
+//! master for its workers; `http-cluster worker` (hidden) is the worker
+//! mode that serves the built-in app.
 
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use http_cluster::config::{Limits, parse_duration};
+use http_cluster::listen::ListenAddr;
 use http_cluster::master::{self, MasterConfig, WorkerCommand};
 
 /// A pre-fork HTTP/1.1 server: the master listens, per-core workers accept.
@@ -17,12 +18,26 @@ use http_cluster::master::{self, MasterConfig, WorkerCommand};
     name = "http-cluster",
     version,
     about,
-    after_help = "Examples:\n  http-cluster --bind 127.0.0.1:8080\n  http-cluster --workers 4 -- target/release/hello"
+    after_help = "Every option can also be set as an environment variable (shown in brackets).\n\n\
+Examples:\n  http-cluster --bind 127.0.0.1:8080\n  http-cluster --bind [::1]:8080 --bind unix:/run/app.sock -- target/release/hello\n  \
+http-cluster status --json"
 )]
 struct Cli {
-    /// Address to listen on (`127.0.0.1:0` picks a free port).
-    #[arg(long, env = "HTTP_CLUSTER_BIND", default_value = "127.0.0.1:8080", help_heading = "Listening")]
-    bind: String,
+    /// Where to listen; repeat for several listeners: `HOST:PORT`,
+    /// `[IPV6]:PORT`, or `unix:PATH`. Port 0 picks a free port. Ignored
+    /// under systemd socket activation (LISTEN_FDS).
+    #[arg(
+        long,
+        env = "HTTP_CLUSTER_BIND",
+        default_value = "127.0.0.1:8080",
+        value_delimiter = ',',
+        help_heading = "Listening"
+    )]
+    bind: Vec<String>,
+
+    /// File mode of Unix listening sockets, in octal (who may connect).
+    #[arg(long, env = "HTTP_CLUSTER_UNIX_MODE", default_value = "660", value_parser = parse_mode, help_heading = "Listening")]
+    unix_mode: u32,
 
     /// Pending connections the kernel queues (capped by net.core.somaxconn).
     #[arg(long, env = "HTTP_CLUSTER_BACKLOG", default_value_t = 1024, help_heading = "Listening")]
@@ -54,6 +69,16 @@ struct Cli {
     #[arg(long, env = "HTTP_CLUSTER_MAX_WORKER_MEMORY", default_value_t = 0, help_heading = "Workers")]
     max_worker_memory: u64,
 
+    /// Control socket for `http-cluster status` [default: $XDG_RUNTIME_DIR/http-cluster.sock,
+    /// else /tmp/http-cluster-UID.sock]. `none` disables it.
+    #[arg(long, env = "HTTP_CLUSTER_CONTROL_SOCKET", value_name = "PATH", help_heading = "Operations")]
+    control_socket: Option<PathBuf>,
+
+    /// Log level of the lifecycle logs on stderr (error, warn, info, debug,
+    /// trace, or an env_logger filter); `RUST_LOG` is used when unset.
+    #[arg(long, env = "HTTP_CLUSTER_LOG_LEVEL", value_name = "LEVEL", help_heading = "Logging")]
+    log_level: Option<String>,
+
     #[command(flatten)]
     limits: Limits,
 
@@ -63,12 +88,27 @@ struct Cli {
     command: Vec<OsString>,
 }
 
+/// `http-cluster status`: what a running master's workers are doing.
+#[derive(Parser, Debug)]
+#[command(name = "http-cluster status")]
+struct StatusCli {
+    /// The master's control socket (its --control-socket).
+    #[arg(long, env = "HTTP_CLUSTER_CONTROL_SOCKET", value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+
+    /// Print the status as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 fn main() -> ExitCode {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "worker") {
-        http_cluster::worker::run(http_cluster::builtin::app);
+    match std::env::args_os().nth(1) {
+        Some(a) if a == "worker" => http_cluster::worker::run(http_cluster::builtin::app),
+        Some(a) if a == "status" => return status(StatusCli::parse_from(std::env::args_os().skip(1))),
+        _ => {}
     }
     let cli = Cli::parse();
-    http_cluster::logging::init("master");
+    http_cluster::logging::init("master", cli.log_level.as_deref());
     let cfg = match config_from(cli) {
         Ok(cfg) => cfg,
         Err(e) => {
@@ -85,13 +125,42 @@ fn main() -> ExitCode {
     }
 }
 
+fn status(cli: StatusCli) -> ExitCode {
+    let path = control_path(cli.control_socket).unwrap_or_else(http_cluster::status::default_path);
+    match http_cluster::status::query(&path) {
+        Ok(s) if cli.json => {
+            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Ok(s) => {
+            print!("{}", http_cluster::status::render(&s));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("http-cluster status: cannot reach a master at {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `none` disables the control socket; unset means the default path.
+fn control_path(arg: Option<PathBuf>) -> Option<PathBuf> {
+    match arg {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => Some(http_cluster::status::default_path()),
+    }
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode like 660"))
+}
+
 fn config_from(cli: Cli) -> Result<MasterConfig, String> {
-    let bind: SocketAddr = cli
-        .bind
-        .to_socket_addrs()
-        .map_err(|e| format!("--bind {}: {e}", cli.bind))?
-        .next()
-        .ok_or_else(|| format!("--bind {}: no address", cli.bind))?;
+    let binds = cli.bind.iter().map(|b| ListenAddr::parse(b)).collect::<Result<Vec<_>, _>>()?;
     let workers = cli.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if workers == 0 {
         return Err("--workers must be at least 1".into());
@@ -107,7 +176,10 @@ fn config_from(cli: Cli) -> Result<MasterConfig, String> {
         }
     };
     Ok(MasterConfig {
-        bind,
+        binds,
+        unix_mode: cli.unix_mode,
+        control_socket: control_path(cli.control_socket),
+        log_level: cli.log_level,
         workers,
         graceful_timeout: cli.graceful_timeout,
         worker_timeout: cli.worker_timeout,

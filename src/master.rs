@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::io::{self, Read as _, Write as _};
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -26,12 +25,21 @@ use nix::unistd::Pid;
 use crate::config::Limits;
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
+use crate::listen::{self, ListenAddr, Listener};
+use crate::status::{ControlSocket, Status, WorkerStatus};
 use crate::worker::CHANNEL_FD;
 
 /// Everything the master needs to run.
 #[derive(Clone, Debug)]
 pub struct MasterConfig {
-    pub bind: SocketAddr,
+    /// Where to listen (ignored when systemd passes sockets).
+    pub binds: Vec<ListenAddr>,
+    /// File mode of Unix listening sockets.
+    pub unix_mode: u32,
+    /// Where `http-cluster status` finds this master (`None`: nowhere).
+    pub control_socket: Option<PathBuf>,
+    /// `--log-level`, passed on to workers.
+    pub log_level: Option<String>,
     pub workers: usize,
     /// How long a stopping worker may take to finish in-flight requests.
     pub graceful_timeout: Duration,
@@ -231,7 +239,7 @@ struct Replacement {
 /// Errors that stop the master.
 #[derive(Debug)]
 pub enum MasterError {
-    Bind(SocketAddr, io::Error),
+    Bind(String, io::Error),
     Setup(String),
     /// Every worker failed to boot.
     WorkersCannotBoot,
@@ -249,8 +257,9 @@ impl std::fmt::Display for MasterError {
 
 struct Master {
     cfg: MasterConfig,
-    listener: socket2::Socket,
-    addr: SocketAddr,
+    listeners: Vec<Listener>,
+    control: Option<ControlSocket>,
+    started: Instant,
     workers: BTreeMap<i32, Worker>,
     slots: Vec<SlotState>,
     /// The generation new workers belong to; a reload increments it.
@@ -263,20 +272,6 @@ struct Master {
     last_memory_check: Instant,
 }
 
-/// Binds the listening socket and calls `listen()`: from this moment the
-/// kernel queues connections, even while no worker is alive (at start, or
-/// while a crashed worker is being replaced).
-pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<socket2::Socket> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(backlog)?;
-    Ok(socket)
-}
-
 /// Runs the master until it is stopped. Returns the process exit code.
 pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     let mask = supervised_signals();
@@ -286,19 +281,35 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| MasterError::Setup(format!("signalfd: {e}")))?;
 
-    let listener = bind_listener(cfg.bind, cfg.backlog).map_err(|e| MasterError::Bind(cfg.bind, e))?;
-    let addr = listener
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| MasterError::Setup("listener has no address".into()))?;
-    log::info!("listening on {addr}, starting {} workers: {}", cfg.workers, cfg.command.program.display());
+    let listeners = match listen::from_systemd().map_err(MasterError::Setup)? {
+        Some(inherited) => {
+            log::info!("socket activation: {} sockets from systemd (--bind ignored)", inherited.len());
+            inherited
+        }
+        None => cfg
+            .binds
+            .iter()
+            .map(|a| listen::bind(a, cfg.backlog, cfg.unix_mode).map_err(|e| MasterError::Bind(a.to_string(), e)))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    let names: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
+    log::info!("listening on {}, starting {} workers: {}", names.join(" "), cfg.workers, cfg.command.program.display());
+    // A second server started with the same control path keeps serving;
+    // only its status is unreachable (two masters must not steal it).
+    let control = cfg.control_socket.as_deref().and_then(|path| match ControlSocket::bind(path) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::warn!("control socket {}: {e}; `http-cluster status` cannot reach this master", path.display());
+            None
+        }
+    });
 
     let mut master = Master {
         slots: vec![SlotState::default(); cfg.workers],
         cfg,
-        listener,
-        addr,
+        listeners,
+        control,
+        started: Instant::now(),
         workers: BTreeMap::new(),
         generation: 1,
         queue: VecDeque::new(),
@@ -323,6 +334,7 @@ fn supervised_signals() -> SigSet {
         Signal::SIGCHLD,
         Signal::SIGTTIN,
         Signal::SIGTTOU,
+        Signal::SIGUSR1,
     ] {
         mask.add(s);
     }
@@ -343,10 +355,14 @@ impl Master {
                     Ok(Signal::SIGHUP) => self.handle_hup(),
                     Ok(Signal::SIGTTIN) => self.handle_ttin(),
                     Ok(Signal::SIGTTOU) => self.handle_ttou(),
+                    Ok(Signal::SIGUSR1) => self.handle_reopen(),
                     _ => {} // SIGCHLD: reaped below on every pass.
                 }
             }
             self.read_channels();
+            if let Some(control) = &self.control {
+                control.serve_pending(|| self.status());
+            }
             self.reap_workers();
             self.murder_workers();
             if let Some(code) = self.check_done()? {
@@ -366,6 +382,9 @@ impl Master {
         for w in self.workers.values() {
             fds.push(PollFd::new(w.channel.as_fd(), PollFlags::POLLIN));
         }
+        if let Some(control) = &self.control {
+            fds.push(PollFd::new(control.listener.as_fd(), PollFlags::POLLIN));
+        }
         let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
     }
@@ -374,7 +393,7 @@ impl Master {
     fn spawn_worker(&mut self, slot: usize) -> Option<Pid> {
         let max_requests =
             recycle_after(self.cfg.max_requests, self.cfg.max_requests_jitter, slot as u64 ^ self.generation);
-        match start_worker(&self.cfg, &self.listener, slot) {
+        match start_worker(&self.cfg, &self.listeners, slot) {
             Ok(mut w) => {
                 w.generation = self.generation;
                 w.max_requests = max_requests;
@@ -545,6 +564,7 @@ impl Master {
                     self.replacing = None;
                     if reason == Reason::Reload && !self.queue.iter().any(|(_, r)| *r == Reason::Reload) {
                         log::info!("reload complete: generation {} serves every slot", self.generation);
+                        notify(&[sd_notify::NotifyState::Ready]);
                     }
                 }
                 Some(_) => return, // still starting; murder_workers bounds the wait
@@ -579,6 +599,8 @@ impl Master {
                 "reload to generation {} rolled back: {skipped} more slots keep their workers",
                 self.generation
             );
+            let status = format!("reload to generation {} failed; previous workers serve", self.generation);
+            notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status(&status)]);
         } else if let Some(old) = self.workers.values_mut().find(|w| w.slot == slot && w.retiring) {
             // Try again later, backing off like a crash loop.
             let failures = self.slots.get_mut(slot).map_or(1, |state| {
@@ -617,8 +639,15 @@ impl Master {
         if ready == live_slots && ready > 0 {
             self.announced = true;
             let mut out = io::stdout().lock();
-            let _ = writeln!(out, "http-cluster listening on http://{} ({} workers)", self.addr, ready);
+            let names: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
+            let _ = writeln!(out, "http-cluster listening on {} ({} workers)", names.join(" "), ready);
             let _ = out.flush();
+            let status = format!("{ready} workers ready");
+            notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::MainPid(std::process::id()),
+                sd_notify::NotifyState::Status(&status),
+            ]);
         }
     }
 
@@ -639,6 +668,12 @@ impl Master {
             state.failures = 0;
         }
         log::info!("SIGHUP: reloading {slots} workers to generation {}", self.generation);
+        // systemd (Type=notify-reload, or ExecReload with Type=notify) waits
+        // for READY=1 again, sent when the reload completes or rolls back.
+        match sd_notify::NotifyState::monotonic_usec_now() {
+            Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+            Err(_) => notify(&[sd_notify::NotifyState::Reloading]),
+        }
     }
 
     /// SIGTTIN: one more worker.
@@ -682,6 +717,7 @@ impl Master {
         }
         let deadline = Instant::now() + grace;
         self.stopping = Some(deadline);
+        notify(&[sd_notify::NotifyState::Stopping]);
         if grace.is_zero() {
             log::info!("{signal}: fast stop");
             for w in self.workers.values() {
@@ -692,6 +728,56 @@ impl Master {
             for w in self.workers.values_mut() {
                 w.stop(deadline, Duration::ZERO);
             }
+        }
+    }
+
+    /// SIGUSR1: workers reopen their access log (after logrotate moved it).
+    fn handle_reopen(&mut self) {
+        log::info!("SIGUSR1: workers reopen their log files");
+        for w in self.workers.values_mut().filter(|w| !w.is_stopping()) {
+            let _ = w.channel.write_all(MasterMsg::Reopen.encode().as_bytes());
+        }
+    }
+
+    /// What `http-cluster status` shows.
+    fn status(&self) -> Status {
+        let now = Instant::now();
+        let workers = self
+            .workers
+            .values()
+            .map(|w| WorkerStatus {
+                slot: w.slot,
+                pid: w.pid.as_raw(),
+                generation: w.generation,
+                phase: match w.phase {
+                    Phase::Starting => "starting",
+                    Phase::Ready => "ready",
+                    Phase::Stopping { .. } => "stopping",
+                }
+                .to_string(),
+                uptime_secs: now.duration_since(w.spawned).as_secs_f64(),
+                connections: w.connections,
+                requests: w.requests,
+                rss_bytes: rss_bytes(w.pid),
+                last_heartbeat_secs: now.duration_since(w.last_heartbeat).as_secs_f64(),
+            })
+            .collect();
+        let state = if self.stopping.is_some() {
+            "stopping"
+        } else if self.replacing.is_some() || !self.queue.is_empty() {
+            "replacing workers"
+        } else if self.announced {
+            "ready"
+        } else {
+            "starting"
+        };
+        Status {
+            master_pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs_f64(),
+            generation: self.generation,
+            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            state: state.to_string(),
+            workers,
         }
     }
 
@@ -769,12 +855,30 @@ fn rss_bytes(pid: Pid) -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Tells systemd (when it started us with `Type=notify`) about the
+/// service's state; a no-op otherwise.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        log::warn!("sd_notify: {e}");
+    }
+}
+
 /// Starts one worker process with the channel on its fd 3 and hands it the
-/// listening socket.
-fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> io::Result<Worker> {
+/// listening sockets, one message each, in `--bind` order.
+fn start_worker(cfg: &MasterConfig, listeners: &[Listener], slot: usize) -> io::Result<Worker> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut cmd = Command::new(&cfg.command.program);
-    cmd.args(&cfg.command.args).envs(cfg.limits.to_env()).env("HTTP_CLUSTER_SLOT", slot.to_string());
+    cmd.args(&cfg.command.args)
+        .envs(cfg.limits.to_env())
+        .env("HTTP_CLUSTER_SLOT", slot.to_string())
+        .env(crate::worker::LISTENERS_ENV, listeners.len().to_string())
+        .envs(cfg.log_level.as_ref().map(|l| (crate::logging::LEVEL_ENV, l)))
+        // systemd's variables are for the master only: a worker must not
+        // report readiness or take fds 3.. as sockets.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
     let child_end = theirs.as_raw_fd();
     // SAFETY: the closure runs in the forked child before exec and calls
     // only async-signal-safe functions (dup2, fcntl, sigprocmask); it does
@@ -805,8 +909,11 @@ fn start_worker(cfg: &MasterConfig, listener: &socket2::Socket, slot: usize) -> 
     drop(child);
     // A worker that dies before taking the socket (EPIPE here) is still a
     // process to reap: its exit code says why, so it is tracked like any.
-    if let Err(e) = fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.as_fd()) {
-        log::warn!("worker {slot} (pid {pid}): could not hand over the socket: {e}");
+    for listener in listeners {
+        if let Err(e) = fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.socket.as_fd()) {
+            log::warn!("worker {slot} (pid {pid}): could not hand over {}: {e}", listener.addr);
+            break;
+        }
     }
     ours.set_nonblocking(true)?;
     let now = Instant::now();

@@ -3,14 +3,13 @@
 //! drains when told to stop or when the master disappears.
 
 use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use may::coroutine;
-use may::net::TcpListener;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -19,10 +18,18 @@ use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
+use crate::net::{Listener, ListenerError};
 
 /// The descriptor number the master puts the channel on (as libuv's
 /// `stdio = {0, 1, 2, pipe}` does).
 pub const CHANNEL_FD: i32 = 3;
+
+/// How many listening sockets the master sends over the channel (one per
+/// `--bind`), set in the worker's environment.
+pub const LISTENERS_ENV: &str = "HTTP_CLUSTER_LISTENERS";
+
+/// More listeners than this is a configuration error, not a server.
+const MAX_LISTENERS: usize = 64;
 
 /// Coroutine stack size, in machine words (may's unit): 64 KiB. Handlers
 /// run on this stack, so it must hold the head parser's header slots (up to
@@ -40,7 +47,9 @@ pub const MAY_THREADS: usize = 1;
 pub enum BootError {
     NoChannel,
     Receive(fdpass::RecvFdError),
-    NotAListener(&'static str),
+    NotAListener(ListenerError),
+    ListenerCount(String),
+    AccessLog(String, io::Error),
     Config(clap::Error),
     Io(io::Error),
 }
@@ -52,7 +61,9 @@ impl std::fmt::Display for BootError {
                 write!(f, "fd {CHANNEL_FD} is not open: start workers through the http-cluster master")
             }
             BootError::Receive(e) => write!(f, "taking the listening socket from fd {CHANNEL_FD}: {e}"),
-            BootError::NotAListener(why) => write!(f, "the socket from fd {CHANNEL_FD} is not usable: {why}"),
+            BootError::NotAListener(why) => write!(f, "a socket from fd {CHANNEL_FD} is not usable: {why}"),
+            BootError::ListenerCount(v) => write!(f, "{LISTENERS_ENV}={v:?}: expected 1 to {MAX_LISTENERS}"),
+            BootError::AccessLog(path, e) => write!(f, "cannot open the access log {path}: {e}"),
             BootError::Config(e) => write!(f, "invalid HTTP_CLUSTER_* setting: {e}"),
             BootError::Io(e) => write!(f, "{e}"),
         }
@@ -62,7 +73,7 @@ impl std::fmt::Display for BootError {
 /// Runs `app` as a worker process of the cluster; never returns. Exits 0
 /// after a drain, [`control::EXIT_BOOT_ERROR`] if it cannot start.
 pub fn run(app: impl App) -> ! {
-    crate::logging::init("worker");
+    crate::logging::init("worker", None);
     // Claim fd 3 before this process opens anything: a new descriptor takes
     // the lowest free number, and must never pass for the channel.
     let channel = fdpass::inherited_fd(CHANNEL_FD);
@@ -90,7 +101,7 @@ pub fn run(app: impl App) -> ! {
         }
     };
     match boot(channel) {
-        Ok((limits, listener, channel)) => serve(Arc::new(app), limits, listener, channel, signals),
+        Ok((limits, listeners, channel)) => serve(Arc::new(app), limits, listeners, channel, signals),
         Err(e) => {
             log::error!("worker cannot start: {e}");
             std::process::exit(control::EXIT_BOOT_ERROR);
@@ -98,29 +109,27 @@ pub fn run(app: impl App) -> ! {
     }
 }
 
-fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, TcpListener, UnixStream), BootError> {
+fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, Vec<Listener>, UnixStream), BootError> {
     let limits = Limits::from_env().map_err(BootError::Config)?;
     let channel = channel.ok_or(BootError::NoChannel)?;
-    let (_payload, fd) = fdpass::recv_fd(channel.as_fd()).map_err(BootError::Receive)?;
-    let socket = socket2::Socket::from(fd);
-    if socket.r#type().map_err(BootError::Io)? != socket2::Type::STREAM {
-        return Err(BootError::NotAListener("not a stream socket"));
+    let count = match std::env::var(LISTENERS_ENV) {
+        Err(_) => 1,
+        Ok(v) => {
+            v.parse::<usize>().ok().filter(|n| (1..=MAX_LISTENERS).contains(n)).ok_or(BootError::ListenerCount(v))?
+        }
+    };
+    let mut fds = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (_payload, fd) = fdpass::recv_fd(channel.as_fd()).map_err(BootError::Receive)?;
+        fds.push(fd);
     }
-    if !socket.is_listener().map_err(BootError::Io)? {
-        return Err(BootError::NotAListener("listen() was not called on it"));
-    }
-    if socket.local_addr().map_err(BootError::Io)?.as_socket().is_none() {
-        return Err(BootError::NotAListener("not a TCP socket"));
+    if let Some(path) = &limits.access_log {
+        crate::access_log::init(path).map_err(|e| BootError::AccessLog(path.clone(), e))?;
     }
     configure_may();
-    let std_listener: std::net::TcpListener = socket.into();
-    std_listener.set_nonblocking(true).map_err(BootError::Io)?;
-    // SAFETY: the descriptor comes from `into_raw_fd`, so ownership moves
-    // to may's listener and nothing else closes it. (may's constructor
-    // panics only if epoll registration fails, which at boot means the
-    // process cannot serve at all.)
-    let listener = unsafe { TcpListener::from_raw_fd(std_listener.into_raw_fd()) };
-    Ok((Arc::new(limits), listener, UnixStream::from(channel)))
+    let listeners =
+        fds.into_iter().map(Listener::from_fd).collect::<Result<Vec<_>, _>>().map_err(BootError::NotAListener)?;
+    Ok((Arc::new(limits), listeners, UnixStream::from(channel)))
 }
 
 /// may's defaults suit a single-process server; ours is one process per
@@ -134,12 +143,13 @@ fn configure_may() {
 fn serve(
     app: Arc<dyn App>,
     limits: Arc<Limits>,
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     mut channel: UnixStream,
     signals: SignalFd,
 ) -> ! {
     let state = Arc::new(ServerState::default());
-    let accepting = spawn_accept_loop(listener, app, limits, state.clone());
+    let accepting: Vec<_> =
+        listeners.into_iter().map(|l| spawn_accept_loop(l, app.clone(), limits.clone(), state.clone())).collect();
     let ticks = spawn_liveness_ticker();
 
     if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
@@ -150,10 +160,13 @@ fn serve(
 
     let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks);
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
-    // SAFETY: the accept coroutine owns only its listener and an Arc of the
-    // app; it holds no lock and nothing observes its half-done state, so
-    // unwinding it at its parking point (accept) drops those and nothing else.
-    unsafe { accepting.coroutine().cancel() };
+    for accept in &accepting {
+        // SAFETY: an accept coroutine owns only its listener and Arcs of the
+        // app and state; it holds no lock and nothing observes its half-done
+        // state, so unwinding it at its parking point (accept) drops those
+        // and nothing else.
+        unsafe { accept.coroutine().cancel() };
+    }
     state.begin_drain();
     let close_idle_at = Instant::now() + idle_grace;
     let mut idle_closed = false;
@@ -171,12 +184,15 @@ fn serve(
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    if let Some(log) = crate::access_log::get() {
+        log.flush();
+    }
     log::info!("drained, exiting");
     std::process::exit(0)
 }
 
 fn spawn_accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     app: Arc<dyn App>,
     limits: Arc<Limits>,
     state: Arc<ServerState>,
@@ -197,10 +213,9 @@ fn spawn_accept_loop(
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
             let admission = state.admit();
             let (app, limits) = (app.clone(), limits.clone());
-            let spawned = spawn(move || conn::serve(stream, Some(peer), &*app, &limits, admission));
+            let spawned = spawn(move || conn::serve(stream, peer, &*app, &limits, admission));
             if let Err(e) = spawned {
                 log::error!("cannot start a connection coroutine: {e}");
             }
@@ -274,8 +289,11 @@ fn supervise(
             Ok(0) => return ("master closed the channel", Duration::ZERO),
             Ok(n) => match lines.feed(&buf[..n]) {
                 Ok(msgs) => {
-                    if let Some(MasterMsg::Stop { idle_grace }) = msgs.iter().find_map(|l| MasterMsg::parse(l)) {
-                        return ("master asked to stop", idle_grace);
+                    for msg in msgs.iter().filter_map(|l| MasterMsg::parse(l)) {
+                        match msg {
+                            MasterMsg::Stop { idle_grace } => return ("master asked to stop", idle_grace),
+                            MasterMsg::Reopen => reopen_logs(),
+                        }
                     }
                 }
                 Err(()) => return ("garbage on the channel", Duration::ZERO),
@@ -285,9 +303,21 @@ fn supervise(
         }
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
+            if let Some(log) = crate::access_log::get() {
+                log.flush();
+            }
             if report(channel, state, ticks, &mut last_tick).is_err() {
                 return ("master closed the channel", Duration::ZERO);
             }
+        }
+    }
+}
+
+fn reopen_logs() {
+    if let Some(log) = crate::access_log::get() {
+        match log.reopen() {
+            Ok(()) => log::info!("access log reopened"),
+            Err(e) => log::error!("cannot reopen the access log: {e}; keeping the old file"),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - `/exit` exits the process with code 1 (a crash);
 //! - `/status?N` answers status N with a 5-byte body (dropped for 204/304);
 //! - `/short` declares 10 body bytes and writes 5 (a broken handler);
+//! - `/peer` answers the client address the handler sees (`-` if none);
 //! - anything else: `ok` and the worker's pid.
 
 use std::time::Duration;
@@ -24,6 +25,11 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
             "/status" => {
                 write.head(Response::new(ms as u16).content_length(5))?;
                 write.body(b"hello")?;
+                continue;
+            }
+            "/peer" => {
+                let peer = read.peer_addr().map_or_else(|| "-".to_string(), |a| a.to_string());
+                write.respond(Response::new(200), peer.as_bytes())?;
                 continue;
             }
             "/short" => {

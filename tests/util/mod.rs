@@ -28,6 +28,15 @@ pub struct Server {
     pub addr: SocketAddr,
     pub banner: String,
     pub stderr: Arc<Mutex<String>>,
+    /// This server's control socket (`http-cluster status`).
+    pub control: PathBuf,
+}
+
+/// A path in the temp dir unique to this test process and call.
+pub fn temp_path(what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("hc-test-{}-{n}-{what}", std::process::id()))
 }
 
 impl Server {
@@ -38,8 +47,9 @@ impl Server {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let control = temp_path("control.sock");
         let mut cmd = Command::new(bin("http-cluster"));
-        cmd.arg("--bind").arg("127.0.0.1:0").args(args);
+        cmd.arg("--bind").arg("127.0.0.1:0").arg("--control-socket").arg(&control).args(args);
         cmd.envs(env.iter().copied());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         // Own process group: Drop can kill master and workers together.
@@ -77,7 +87,7 @@ impl Server {
             .and_then(|rest| rest.split(' ').next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("bad banner {banner:?}"));
-        Server { child, addr, banner, stderr }
+        Server { child, addr, banner, stderr, control }
     }
 
     pub fn pid(&self) -> i32 {
@@ -127,6 +137,7 @@ impl Drop for Server {
         // SAFETY: kill(2) on the process group we created for this server.
         unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.control);
     }
 }
 

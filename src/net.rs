@@ -1,0 +1,151 @@
+//! The sockets a worker serves: TCP (IPv4, IPv6) and Unix stream
+//! listeners, and the connections they accept. One enum each, so the
+//! connection code is written once for both families; the match costs
+//! nothing next to the syscall behind it.
+
+use std::io::{self, IoSlice};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use may::net::{TcpListener, TcpStream};
+use may::os::unix::net::{UnixListener, UnixStream};
+
+/// A listening socket received from the master, registered with may.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+/// Why a descriptor from the master cannot be served.
+#[derive(Debug)]
+pub enum ListenerError {
+    NotStream,
+    NotListening,
+    /// Neither IPv4, IPv6 nor a Unix socket.
+    Family,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ListenerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenerError::NotStream => write!(f, "not a stream socket"),
+            ListenerError::NotListening => write!(f, "listen() was not called on it"),
+            ListenerError::Family => write!(f, "neither a TCP nor a Unix socket"),
+            ListenerError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl Listener {
+    /// Checks that `fd` is a listening stream socket of a family we serve
+    /// and hands it to may. Must run after may is configured: registering
+    /// the first socket starts may's scheduler.
+    pub fn from_fd(fd: OwnedFd) -> Result<Listener, ListenerError> {
+        let socket = socket2::Socket::from(fd);
+        if socket.r#type().map_err(ListenerError::Io)? != socket2::Type::STREAM {
+            return Err(ListenerError::NotStream);
+        }
+        if !socket.is_listener().map_err(ListenerError::Io)? {
+            return Err(ListenerError::NotListening);
+        }
+        let local = socket.local_addr().map_err(ListenerError::Io)?;
+        let unix = local.domain() == socket2::Domain::UNIX;
+        if !unix && local.as_socket().is_none() {
+            return Err(ListenerError::Family);
+        }
+        socket.set_nonblocking(true).map_err(ListenerError::Io)?;
+        let raw = socket.into_raw_fd();
+        // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
+        // may's listener and nothing else closes it; its family was checked
+        // above. (may's constructors panic only if epoll registration fails,
+        // which at boot means the process cannot serve at all.)
+        Ok(unsafe {
+            if unix {
+                Listener::Unix(UnixListener::from_raw_fd(raw))
+            } else {
+                Listener::Tcp(TcpListener::from_raw_fd(raw))
+            }
+        })
+    }
+
+    /// Waits for the next connection (parks the coroutine). The peer
+    /// address is `None` for Unix sockets.
+    pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                // Responses are written whole by our own batching; Nagle
+                // would only delay the last segment of each.
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+        }
+    }
+}
+
+/// One accepted connection.
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+
+    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    /// may implements writev for TCP only; a Unix stream writes the first
+    /// slice, and callers loop anyway.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        use std::io::Write;
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout),
+            Stream::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(timeout),
+            Stream::Unix(s) => s.set_write_timeout(timeout),
+        }
+    }
+
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+}
+
+impl AsRawFd for Stream {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}

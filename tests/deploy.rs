@@ -1,0 +1,416 @@
+//! Fitting into deployments: several listeners (IPv4, IPv6, Unix), systemd
+//! socket activation and sd_notify, the status command, the access log and
+//! its reopening, log levels, and configuration from the environment.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+/// The addresses the banner lists after "listening on".
+fn banner_addrs(banner: &str) -> Vec<String> {
+    let list = banner.split("listening on ").nth(1).unwrap_or_default();
+    list.split(" (").next().unwrap_or_default().split(' ').map(str::to_string).collect()
+}
+
+fn http_get_over(mut stream: impl Read + Write) -> Resp {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    Reader::new(stream).response(false).unwrap()
+}
+
+fn unix_connect(path: &std::path::Path) -> UnixStream {
+    let s = UnixStream::connect(path).expect("connect unix socket");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn status_json(server: &Server) -> serde_json::Value {
+    let out = Command::new(bin("http-cluster"))
+        .args(["status", "--json", "--control-socket"])
+        .arg(&server.control)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}
+
+#[test]
+fn serves_ipv4_ipv6_and_unix_listeners_at_once() {
+    let sock = temp_path("web.sock");
+    let unix = format!("unix:{}", sock.display());
+    let mut server = Server::start(&["--workers", "2", "--bind", "[::1]:0", "--bind", &unix, "--unix-mode", "600"]);
+    let addrs = banner_addrs(&server.banner);
+    assert_eq!(addrs.len(), 3, "{}", server.banner);
+    assert!(addrs[1].starts_with("http://[::1]:"), "{addrs:?}");
+    assert_eq!(addrs[2], unix);
+
+    assert_eq!(get(&server, "/").body, b"Hello, world!");
+    let v6: std::net::SocketAddr = addrs[1].trim_start_matches("http://").parse().unwrap();
+    let resp = http_get_over(std::net::TcpStream::connect(v6).unwrap());
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"Hello, world!"[..]));
+    let resp = http_get_over(unix_connect(&sock));
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"Hello, world!"[..]));
+    let meta = std::fs::metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "--unix-mode applies");
+
+    // A real client over the Unix socket, keep-alive across two requests.
+    let (ok, out) = run(Command::new("curl").args(["-s", "--unix-socket"]).arg(&sock).args([
+        "http://x/",
+        "http://x/nope",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{num_connects}\\n",
+    ]));
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&out), "200 1\n404 0\n");
+
+    // Every worker was handed all three listeners, each served over fd 3.
+    let status = status_json(&server);
+    assert_eq!(status["listeners"].as_array().unwrap().len(), 3);
+    for pid in server.worker_pids() {
+        let listening = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+            .count();
+        assert!(listening >= 4, "worker {pid} holds {listening} sockets: 3 listeners and its channel expected");
+    }
+
+    server.signal(libc::SIGTERM);
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(!sock.exists(), "the master removes the socket file it created");
+}
+
+#[test]
+fn a_stale_unix_socket_is_replaced_and_a_live_one_is_refused() {
+    let sock = temp_path("stale.sock");
+    // A server that died without removing its socket file.
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(sock.exists());
+    let unix = format!("unix:{}", sock.display());
+    let server = Server::start(&["--workers", "1", "--bind", &unix]);
+    assert_eq!(http_get_over(unix_connect(&sock)).status, 200);
+
+    // A second server on the same path must not steal it.
+    let out = Command::new(bin("http-cluster"))
+        .args(["--workers", "1", "--control-socket", "none", "--bind", &unix])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by a running server"), "{err}");
+    assert_eq!(http_get_over(unix_connect(&sock)).status, 200, "the first server still owns the socket");
+
+    // A file that is not a socket is never deleted.
+    let file = temp_path("not-a-socket");
+    std::fs::write(&file, b"data").unwrap();
+    let out = Command::new(bin("http-cluster"))
+        .args(["--workers", "1", "--control-socket", "none", "--bind"])
+        .arg(format!("unix:{}", file.display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(std::fs::read(&file).unwrap(), b"data");
+    let _ = std::fs::remove_file(&file);
+    drop(server);
+}
+
+#[test]
+fn systemd_socket_activation_serves_the_inherited_sockets() {
+    require_tool("systemd-socket-activate", "systemd");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let sock = temp_path("activated.sock");
+    let control = temp_path("activated-control.sock");
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.args(["-l", &format!("127.0.0.1:{port}"), "-l"])
+        .arg(&sock)
+        .arg(bin("http-cluster"))
+        // Would fail if used: activation must ignore --bind.
+        .args(["--bind", "unix:/nonexistent-dir/x.sock", "--workers", "2", "--control-socket"])
+        .arg(&control)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let mut child = cmd.spawn().unwrap();
+    let _guard = KillGroup(child.id() as i32);
+    // systemd-socket-activate listens, and starts the service on the first
+    // connection: that request waits in the kernel queue until a worker
+    // takes it.
+    assert!(wait_until(Duration::from_secs(10), || sock.exists()));
+    let started = Instant::now();
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let resp = http_get_over(s);
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"Hello, world!"[..]));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(http_get_over(unix_connect(&sock)).status, 200);
+
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
+    assert!(
+        banner.contains(&format!("http://127.0.0.1:{port}")) && banner.contains(&sock.display().to_string()),
+        "{banner}"
+    );
+    let status = {
+        let out = Command::new(bin("http-cluster"))
+            .args(["status", "--json", "--control-socket"])
+            .arg(&control)
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    // systemd-socket-activate execs the service: it is the master.
+    assert_eq!(status["master_pid"].as_u64(), Some(child.id() as u64));
+    let workers = children_of(child.id() as i32);
+    assert_eq!(workers.len(), 2);
+    for pid in workers {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let env = String::from_utf8_lossy(&env);
+        assert!(
+            !env.contains("LISTEN_FDS=") && !env.contains("LISTEN_PID="),
+            "systemd's variables must not reach workers"
+        );
+    }
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some()));
+    assert!(sock.exists(), "an inherited socket file belongs to systemd, not to us");
+    let _ = std::fs::remove_file(&sock);
+}
+
+struct KillGroup(i32);
+impl Drop for KillGroup {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a process group this test created.
+        unsafe { libc::kill(-self.0, libc::SIGKILL) };
+    }
+}
+
+/// Reads sd_notify datagrams until one contains `want` (or times out).
+fn await_notify(sock: &UnixDatagram, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.lines().any(|l| l == want) {
+                return msg;
+            }
+        }
+    }
+    panic!("no sd_notify message with {want}");
+}
+
+#[test]
+fn sd_notify_reports_ready_reloading_and_stopping() {
+    let path = temp_path("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut server = Server::start_with_env(&["--workers", "2"], &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let ready = await_notify(&sock, "READY=1");
+    assert!(ready.contains(&format!("MAINPID={}", server.pid())), "{ready}");
+    for pid in server.worker_pids() {
+        let env = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ")).unwrap()).into_owned();
+        assert!(!env.contains("NOTIFY_SOCKET="), "workers must not talk to systemd");
+    }
+    server.signal(libc::SIGHUP);
+    let reloading = await_notify(&sock, "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "systemd 253+ needs the reload timestamp: {reloading}");
+    await_notify(&sock, "READY=1");
+    // READY=1 comes once every slot's new worker is ready (old ones may
+    // still be draining).
+    let status = status_json(&server);
+    let ready: Vec<_> = status["workers"].as_array().unwrap().iter().filter(|w| w["phase"] == "ready").collect();
+    assert_eq!(ready.len(), 2, "{status}");
+    assert!(ready.iter().all(|w| w["generation"].as_u64() == Some(2)), "{status}");
+    server.signal(libc::SIGTERM);
+    await_notify(&sock, "STOPPING=1");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn status_shows_each_worker_as_a_table_and_as_json() {
+    let server = Server::start(&["--workers", "2"]);
+    let mut client = Reader::new(server.connect());
+    for _ in 0..10 {
+        client.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(client.response(false).unwrap().status, 200);
+    }
+    // Counters arrive with the workers' heartbeats (every 500 ms).
+    let mut status = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            status = status_json(&server);
+            let w = status["workers"].as_array().unwrap();
+            w.iter().map(|w| w["requests"].as_u64().unwrap()).sum::<u64>() == 10
+                && w.iter().map(|w| w["connections"].as_u64().unwrap()).sum::<u64>() == 1
+        }),
+        "{status}"
+    );
+    assert_eq!(status["master_pid"].as_u64(), Some(server.pid() as u64));
+    assert_eq!(status["generation"].as_u64(), Some(1));
+    assert_eq!(status["state"], "ready");
+    assert_eq!(status["listeners"][0].as_str(), Some(format!("http://{}", server.addr).as_str()));
+    let mut pids: Vec<i64> = status["workers"].as_array().unwrap().iter().map(|w| w["pid"].as_i64().unwrap()).collect();
+    pids.sort();
+    let mut expected: Vec<i64> = server.worker_pids().into_iter().map(i64::from).collect();
+    expected.sort();
+    assert_eq!(pids, expected);
+    for w in status["workers"].as_array().unwrap() {
+        assert!(w["rss_bytes"].as_u64().unwrap() > 100_000);
+        assert_eq!(w["phase"], "ready");
+        assert!(w["uptime_secs"].as_f64().unwrap() > 0.0);
+    }
+    let slots: std::collections::BTreeSet<u64> =
+        status["workers"].as_array().unwrap().iter().map(|w| w["slot"].as_u64().unwrap()).collect();
+    assert_eq!(slots, [0, 1].into());
+
+    let out =
+        Command::new(bin("http-cluster")).arg("status").arg("--control-socket").arg(&server.control).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(table.contains(&format!("master pid {}", server.pid())) && table.contains("generation 1"), "{table}");
+    for pid in &expected {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(&pid.to_string()))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(row.contains("ready") && row.contains("MiB"), "{row}");
+    }
+
+    // After a reload the generation moves on.
+    server.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(15), || {
+        let s = status_json(&server);
+        s["generation"].as_u64() == Some(2)
+            && s["workers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|w| w["generation"].as_u64() == Some(2) && w["phase"] == "ready")
+    }));
+
+    let out = Command::new(bin("http-cluster"))
+        .args(["status", "--control-socket", "/nonexistent/ctl.sock"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach a master"));
+}
+
+/// The access log's lines, once at least `n` were flushed.
+fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        lines = std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect();
+        lines.len() >= n
+    });
+    lines
+}
+
+#[test]
+fn access_log_uses_the_combined_format_and_reopens_on_sigusr1() {
+    let log = temp_path("access.log");
+    let server = Server::start(&["--workers", "2", "--access-log", log.to_str().unwrap()]);
+    let mut c = Reader::new(server.connect());
+    c.get_mut()
+        .write_all(b"GET /?q=1 HTTP/1.1\r\nHost: a\r\nReferer: http://ref/\r\nUser-Agent: test \"agent\"\r\n\r\n")
+        .unwrap();
+    assert_eq!(c.response(false).unwrap().status, 200);
+    c.get_mut().write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(c.response(true).unwrap().status, 200);
+    c.get_mut().write_all(b"GET /missing HTTP/1.0\r\n\r\n").unwrap();
+    assert_eq!(c.response(false).unwrap().status, 404);
+    assert!(
+        exchange_raw(&server, b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            .starts_with(b"HTTP/1.1 400")
+    );
+
+    let lines = log_lines(&log, 4);
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    // host ident user [time] "request" status bytes "referer" "agent"
+    let fields = |line: &str| -> (String, String, String) {
+        let (host, rest) = line.split_once(" - - [").unwrap();
+        let (time, rest) = rest.split_once("] ").unwrap();
+        assert_eq!(time.len(), 26, "{time}");
+        assert!(time.ends_with(" +0000") && time.as_bytes()[2] == b'/' && time.as_bytes()[11] == b':', "{time}");
+        (host.to_string(), time.to_string(), rest.to_string())
+    };
+    let mut rests: Vec<String> = lines.iter().map(|l| fields(l).2).collect();
+    rests.sort();
+    let mut expected = vec![
+        "\"GET /?q=1 HTTP/1.1\" 200 13 \"http://ref/\" \"test \\x22agent\\x22\"".to_string(),
+        "\"HEAD / HTTP/1.1\" 200 - \"-\" \"-\"".to_string(),
+        "\"GET /missing HTTP/1.0\" 404 10 \"-\" \"-\"".to_string(),
+        "\"-\" 400 - \"-\" \"-\"".to_string(),
+    ];
+    expected.sort();
+    // The 400's body length is the server's own; compare it loosely.
+    let norm = |s: &String| if s.starts_with("\"-\" 400") { "\"-\" 400".to_string() } else { s.clone() };
+    assert_eq!(rests.iter().map(norm).collect::<Vec<_>>(), expected.iter().map(norm).collect::<Vec<_>>(), "{lines:?}");
+    assert!(lines.iter().all(|l| fields(l).0 == "127.0.0.1"));
+
+    // logrotate: move the file, SIGUSR1, and new lines go to a new file.
+    let rotated = temp_path("access.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(libc::SIGUSR1);
+    assert!(wait_until(Duration::from_secs(5), || log.exists()), "every worker reopens the path");
+    for _ in 0..4 {
+        assert_eq!(get(&server, "/after").status, 404);
+    }
+    let fresh = log_lines(&log, 4);
+    assert_eq!(fresh.len(), 4);
+    assert!(fresh.iter().all(|l| l.contains("\"GET /after HTTP/1.1\" 404")));
+    assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 4, "old lines stay in the rotated file");
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(&rotated);
+}
+
+#[test]
+fn log_level_applies_to_master_and_workers() {
+    let quiet = Server::start(&["--workers", "1", "--log-level", "warn"]);
+    assert_eq!(get(&quiet, "/").status, 200);
+    assert!(!quiet.stderr().contains(" INFO "), "{}", quiet.stderr());
+
+    let chatty = Server::start_with_env(&["--workers", "1"], &[("HTTP_CLUSTER_LOG_LEVEL", "debug")]);
+    assert!(exchange_raw(&chatty, b"BAD\r\n\r\n").starts_with(b"HTTP/1.1 400"));
+    assert!(wait_until(Duration::from_secs(5), || chatty.stderr().contains("DEBUG worker 0")), "{}", chatty.stderr());
+}
+
+#[test]
+fn every_flag_reads_an_environment_variable_and_help_groups_them() {
+    let out = Command::new(bin("http-cluster")).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for heading in ["Listening:", "Workers:", "HTTP limits:", "Connections:", "Logging:", "Operations:"] {
+        assert!(help.contains(heading), "{heading} missing:\n{help}");
+    }
+    assert!(help.contains("[default: 127.0.0.1:8080]") && help.contains("[default: 30s]"));
+    // Each option's help ends with its env var (clap puts it in brackets).
+    let mut flags = 0;
+    let text = help.replace('\n', " ");
+    for part in text.split("  --").skip(1) {
+        let name = part.split([' ', '=', '<']).next().unwrap();
+        if ["help", "version"].contains(&name) {
+            continue;
+        }
+        flags += 1;
+        let var = format!("[env: HTTP_CLUSTER_{}=", name.to_uppercase().replace('-', "_"));
+        assert!(part.contains(&var), "--{name} has no {var}]");
+    }
+    assert!(flags >= 25, "found {flags} flags in:\n{help}");
+
+    let server = Server::start_with_env(&[], &[("HTTP_CLUSTER_WORKERS", "1"), ("HTTP_CLUSTER_MAX_HEADERS", "2")]);
+    assert_eq!(server.worker_pids().len(), 1);
+    let resp = exchange_raw(&server, b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n");
+    assert!(resp.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&resp));
+}

@@ -32,3 +32,8 @@ fn body_corpus() {
 fn stream_corpus() {
     assert!(replay("stream", fuzzing::stream) > 0, "the stream corpus is empty");
 }
+
+#[test]
+fn proxy_corpus() {
+    assert!(replay("proxy", fuzzing::proxy) > 0, "the proxy corpus is empty");
+}

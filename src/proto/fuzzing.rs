@@ -5,6 +5,7 @@
 use crate::config::Limits;
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::head::{self, BodyKind};
+use crate::proto::proxy::{self, MAX_HEADER};
 use crate::proto::stream::decode_pieces;
 
 /// The head parser never panics, and what it accepts obeys the limits.
@@ -67,4 +68,33 @@ pub fn stream(data: &[u8]) {
     let whole = decode_pieces([input], &limits);
     let pieces = input.chunks(usize::from(cuts).max(1));
     assert_eq!(decode_pieces(pieces, &limits), whole);
+}
+
+/// The PROXY header parser never panics; a header it accepts lies within
+/// the input and [`MAX_HEADER`] and is self-contained (its own bytes alone
+/// give the same verdict); "need more" is only said below [`MAX_HEADER`]
+/// bytes; and the verdict is the same whether the input arrives whole or in
+/// pieces of the size the first byte chooses, each piece parsed again from
+/// the start as a connection does.
+pub fn proxy(data: &[u8]) {
+    let Some((&cuts, input)) = data.split_first() else { return };
+    let whole = proxy::parse(input);
+    match whole {
+        Ok(Some((_, n))) => {
+            assert!(n <= input.len() && n <= MAX_HEADER, "consumed {n} of {}", input.len());
+            assert_eq!(proxy::parse(&input[..n]), whole, "the header is its first {n} bytes");
+        }
+        Ok(None) => assert!(input.len() < MAX_HEADER, "undecided after {} bytes", input.len()),
+        Err(_) => {}
+    }
+    let mut pieces = Ok(None);
+    let mut received = 0;
+    for piece in input.chunks(usize::from(cuts).max(1)) {
+        received += piece.len();
+        pieces = proxy::parse(&input[..received]);
+        if pieces != Ok(None) {
+            break;
+        }
+    }
+    assert_eq!(pieces, whole, "pieces of {cuts} bytes");
 }

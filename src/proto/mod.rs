@@ -1,7 +1,8 @@
 //! HTTP/1.1 without I/O: bytes in, requests and body chunks out; responses
-//! in, bytes out. Nothing here touches a socket, a clock other than through
-//! [`date`], or the may runtime, so every function can be fed arbitrary bytes
-//! by unit tests, property tests and fuzzers.
+//! in, bytes out; and the PROXY protocol header ([`proxy`]) a load balancer
+//! may send before the first request. Nothing here touches a socket, a
+//! clock other than through [`date`], or the may runtime, so every function
+//! can be fed arbitrary bytes by unit tests, property tests and fuzzers.
 
 pub mod date;
 pub mod decode;
@@ -9,6 +10,7 @@ pub mod encode;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod head;
+pub mod proxy;
 pub mod status;
 pub mod stream;
 

@@ -28,6 +28,7 @@ use crate::net::Stream;
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::encode::{self, Framing, RequestInfo, Response};
 use crate::proto::head::{self, BodyKind, Request};
+use crate::proto::proxy::{self, Proxied, ProxyError};
 use crate::proto::{self, date};
 
 /// The read side a handler gets: `for req in read { … }`.
@@ -672,7 +673,23 @@ impl Write<'_, ResponseEncoder> {
 pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
     let server = &admission.0;
     let (id, slot) = server.register(stream.as_raw_fd());
-    let io = RefCell::new(Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout));
+    let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
+    let peer = if limits.proxy_protocol {
+        match read_proxy_header(&mut io, Instant::now() + limits.head_timeout) {
+            Ok(Proxied::Addresses { source, .. }) => Some(source),
+            // The proxy's own connection (health checks): keep its address.
+            Ok(Proxied::Local) => peer,
+            Err(e) => {
+                log::debug!("closing a connection from {peer:?}: PROXY header: {e}");
+                server.deregister(id);
+                io.close(false);
+                return;
+            }
+        }
+    } else {
+        peer
+    };
+    let io = RefCell::new(io);
     let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, peer));
     let decoder = RequestDecoder { ex: ex.clone(), reading: Reading::Head { since: Instant::now() } };
     let encoder = ResponseEncoder { ex: ex.clone() };
@@ -690,6 +707,43 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     server.deregister(id);
     io.close(linger);
     drop(admission);
+}
+
+/// Why a connection behind `--proxy-protocol` was closed before any request.
+#[derive(Debug)]
+enum ProxyHeaderError {
+    Invalid(ProxyError),
+    /// Closed, failed or timed out before a whole header arrived.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ProxyHeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyHeaderError::Invalid(e) => write!(f, "{e}"),
+            ProxyHeaderError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Reads the PROXY protocol header that starts the connection (the load
+/// balancer sends it at once; the head timeout bounds the wait), leaving
+/// whatever follows it in the read buffer for the request decoder.
+fn read_proxy_header(io: &mut Io, deadline: Instant) -> Result<Proxied, ProxyHeaderError> {
+    loop {
+        match proxy::parse(io.rbuf.data()) {
+            Ok(Some((header, n))) => {
+                io.rbuf.consume(n);
+                return Ok(header);
+            }
+            Ok(None) => match io.fill(Some(deadline)) {
+                Ok(0) => return Err(ProxyHeaderError::Io(io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) => return Err(ProxyHeaderError::Io(e)),
+            },
+            Err(e) => return Err(ProxyHeaderError::Invalid(e)),
+        }
+    }
 }
 
 type Outcome = std::thread::Result<(io::Result<()>, Option<StreamError<proto::Error>>)>;

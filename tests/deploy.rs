@@ -414,3 +414,91 @@ fn every_flag_reads_an_environment_variable_and_help_groups_them() {
     let resp = exchange_raw(&server, b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n");
     assert!(resp.starts_with(b"HTTP/1.1 431"), "{}", String::from_utf8_lossy(&resp));
 }
+
+/// Sends `header` then `GET /peer` (keep-alive, twice) on one connection;
+/// the bodies, or `None` if the server closed without answering.
+fn peer_via(server: &Server, header: &[u8]) -> Option<(String, String)> {
+    let mut s = server.connect();
+    // The header may arrive in pieces; the server waits for the rest.
+    let (a, b) = header.split_at(header.len() / 2);
+    s.write_all(a).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b).unwrap();
+    let _ = s.write_all(b"GET /peer HTTP/1.1\r\nHost: a\r\n\r\nGET /peer HTTP/1.1\r\nHost: a\r\n\r\n");
+    let mut r = Reader::new(s);
+    let first = r.response(false).ok()?;
+    let second = r.response(false).ok()?;
+    Some((String::from_utf8(first.body).unwrap(), String::from_utf8(second.body).unwrap()))
+}
+
+fn proxy_v2(command: u8, family: u8, addresses: &[u8]) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x20 | command);
+    h.push(family);
+    h.extend_from_slice(&(addresses.len() as u16).to_be_bytes());
+    h.extend_from_slice(addresses);
+    h
+}
+
+#[test]
+fn proxy_protocol_v1_and_v2_give_handlers_the_client_address() {
+    let server = Server::start(&["--workers", "1", "--proxy-protocol", "--", bin("faults").to_str().unwrap()]);
+    let v1 = peer_via(&server, b"PROXY TCP4 192.0.2.1 198.51.100.2 5555 80\r\n");
+    assert_eq!(
+        v1,
+        Some(("192.0.2.1:5555".into(), "192.0.2.1:5555".into())),
+        "the header applies to the whole connection"
+    );
+    let v1_ipv6 = peer_via(&server, b"PROXY TCP6 2001:db8::1 2001:db8::2 443 80\r\n");
+    assert_eq!(v1_ipv6.unwrap().0, "[2001:db8::1]:443");
+
+    let mut v4 = vec![203, 0, 113, 7, 10, 0, 0, 1];
+    v4.extend_from_slice(&40000u16.to_be_bytes());
+    v4.extend_from_slice(&80u16.to_be_bytes());
+    v4.extend_from_slice(&[0x04, 0x00, 0x02, b'h', b'i']); // a TLV, skipped
+    assert_eq!(peer_via(&server, &proxy_v2(1, 0x11, &v4)).unwrap().0, "203.0.113.7:40000");
+    let mut v6 = vec![0x20, 0x01, 0x0d, 0xb8];
+    v6.extend_from_slice(&[0; 11]);
+    v6.push(9);
+    v6.extend_from_slice(&[0; 16]);
+    v6.extend_from_slice(&[0x1f, 0x90, 0, 80]);
+    assert_eq!(peer_via(&server, &proxy_v2(1, 0x21, &v6)).unwrap().0, "[2001:db8::9]:8080");
+    // LOCAL: the proxy's own health check; the socket's peer is kept.
+    assert!(peer_via(&server, &proxy_v2(0, 0x00, &[])).unwrap().0.starts_with("127.0.0.1:"));
+    assert!(peer_via(&server, b"PROXY UNKNOWN\r\n").unwrap().0.starts_with("127.0.0.1:"));
+
+    // No header, or a malformed one: closed without a response.
+    for bad in [
+        &b"GET /peer HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        b"PROXY TCP4 192.0.2.1 198.51.100.2 99999 80\r\n",
+        b"PROXY TCP4 2001:db8::1 198.51.100.2 1 80\r\n",
+        b"PROXY TCP4 192.0.2.1 198.51.100.2 1 80\n",
+        &proxy_v2(1, 0x12, &v4), // UDP
+    ] {
+        let raw = exchange_raw(&server, bad);
+        assert!(raw.is_empty(), "{:?} got {:?}", String::from_utf8_lossy(bad), String::from_utf8_lossy(&raw));
+    }
+    // A slow proxy that never completes its header is cut off.
+    let slow = Server::start(&["--workers", "1", "--proxy-protocol", "--head-timeout", "300ms"]);
+    let mut s = slow.connect();
+    s.write_all(b"PROXY TCP4 192.0.2.1").unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(buf.is_empty() && started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn handlers_see_the_socket_peer_without_a_proxy() {
+    let server = Server::start(&["--workers", "1", "--", bin("faults").to_str().unwrap()]);
+    let mut s = server.connect();
+    let local = s.local_addr().unwrap();
+    s.write_all(b"GET /peer HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let resp = Reader::new(s).response(false).unwrap();
+    assert_eq!(String::from_utf8(resp.body).unwrap(), local.to_string());
+    // A PROXY header from a client is just a bad request here.
+    assert!(
+        exchange_raw(&server, b"PROXY TCP4 192.0.2.1 198.51.100.2 5555 80\r\nGET / HTTP/1.1\r\n\r\n")
+            .starts_with(b"HTTP/1.1 400")
+    );
+}

@@ -348,7 +348,7 @@ fn access_log_uses_the_combined_format_and_reopens_on_sigusr1() {
     };
     let mut rests: Vec<String> = lines.iter().map(|l| fields(l).2).collect();
     rests.sort();
-    let mut expected = vec![
+    let mut expected = [
         "\"GET /?q=1 HTTP/1.1\" 200 13 \"http://ref/\" \"test \\x22agent\\x22\"".to_string(),
         "\"HEAD / HTTP/1.1\" 200 - \"-\" \"-\"".to_string(),
         "\"GET /missing HTTP/1.0\" 404 10 \"-\" \"-\"".to_string(),

@@ -4,15 +4,17 @@
 
 mod util;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use util::*;
 
 fn program(name: &str) -> String {
     let path = match name {
         "files" => env!("CARGO_BIN_EXE_files"),
+        "stream" => env!("CARGO_BIN_EXE_stream"),
         other => panic!("unknown example {other}"),
     };
     path.to_string()
@@ -50,6 +52,13 @@ impl Drop for Scratch {
 /// piece shows.
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Runs a Python script; its stdout, or why it failed (stderr included).
+fn python(script: &str) -> Result<String, String> {
+    let out = Command::new("python3").arg("-c").arg(script).output().expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() { Ok(stdout) } else { Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))) }
 }
 
 /// One request on a fresh connection; the response (no body for HEAD).
@@ -176,7 +185,7 @@ fn files_conditional_requests_answer_304() {
     let modified = full.header("last-modified").unwrap().to_string();
     let weak = format!("W/{etag}");
     let listed = format!("\"other\", {etag}");
-    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
+    let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
     let earlier = "Thu, 01 Jan 1998 00:00:00 GMT";
 
     let cases: &[(&[(&str, &str)], u16)] = &[
@@ -212,7 +221,7 @@ fn files_conditional_requests_answer_304() {
     assert!(raw.contains(&format!("Last-Modified: {modified}\r\n")), "{raw}");
 
     // Changing the file changes the ETag: the old one no longer matches.
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::thread::sleep(Duration::from_millis(20));
     site.write("root/notes.txt", b"0123456789abcdefghij!");
     let changed = ask(&server, "GET", "/notes.txt", &[("If-None-Match", &etag)]);
     assert_eq!(changed.status, 200);
@@ -310,4 +319,239 @@ fn files_never_serve_outside_the_root() {
     assert_eq!(ask(&server, "GET", "/%73tyle.css", &[]).body, b"body { color: red }\n");
     // The worker is fine after all that.
     assert_eq!(ask(&server, "GET", "/", &[]).status, 200);
+}
+
+// ---------------------------------------------------------------- stream
+
+fn stream_server() -> Server {
+    Server::start(&["--workers", "1", "--", &program("stream")])
+}
+
+/// The one worker's pid.
+fn only_worker(server: &Server) -> i32 {
+    let pids = server.worker_pids();
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    pids[0]
+}
+
+/// Resident memory of `pid` in bytes, from /proc.
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+/// Sockets `pid` has open (its listener and channel, plus one per
+/// connection).
+fn open_sockets(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.flatten()
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .filter(|t| t.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Reads a chunked `/bytes` response head and body from `stream` without
+/// keeping the body: checks each byte against the pattern and returns how
+/// many there were.
+fn count_pattern_body(stream: impl Read) -> u64 {
+    let period = 251;
+    let reference: Vec<u8> = (0..64 * 1024 + period).map(|i| (i % period) as u8).collect();
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    let mut line = String::new();
+    let mut head = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "eof in head: {head}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Transfer-Encoding: chunked\r\n"), "{head}");
+    let mut total = 0u64;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let size = u64::from_str_radix(line.trim_end(), 16).unwrap_or_else(|_| panic!("chunk size {line:?}"));
+        if size == 0 {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            assert_eq!(line, "\r\n");
+            return total;
+        }
+        let mut left = size;
+        while left > 0 {
+            let data = r.fill_buf().unwrap();
+            assert!(!data.is_empty(), "eof inside a chunk after {total} bytes");
+            let take = data.len().min(left as usize).min(64 * 1024);
+            let phase = (total % period as u64) as usize;
+            assert!(data[..take] == reference[phase..phase + take], "wrong bytes at offset {total}");
+            r.consume(take);
+            total += take as u64;
+            left -= take as u64;
+        }
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf).unwrap();
+        assert_eq!(&crlf, b"\r\n");
+    }
+}
+
+#[test]
+fn stream_bytes_backpressure_keeps_worker_memory_flat() {
+    let server = stream_server();
+    let worker = only_worker(&server);
+    let before = rss_bytes(worker);
+    const N: u64 = 256 << 20;
+    let mut conn = server.connect();
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    conn.write_all(format!("GET /bytes?n={N} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes()).unwrap();
+    // The client reads nothing: a worker that buffered instead of waiting
+    // would grow towards 256 MiB in this second.
+    std::thread::sleep(Duration::from_secs(1));
+    let stalled = rss_bytes(worker);
+    eprintln!("worker RSS: {} KiB before, {} KiB while the client does not read", before >> 10, stalled >> 10);
+    assert!(stalled < 64 << 20, "worker RSS {stalled} bytes while a 256 MiB stream is blocked");
+    // Other connections are served meanwhile.
+    let t = Instant::now();
+    assert_eq!(get(&server, "/bytes?n=5").body, [0, 1, 2, 3, 4]);
+    assert!(t.elapsed() < Duration::from_secs(2), "a blocked stream holds up nobody else");
+    // Then every byte arrives, in order.
+    let t = Instant::now();
+    assert_eq!(count_pattern_body(&conn), N);
+    eprintln!("256 MiB read in {:?}", t.elapsed());
+    assert!(rss_bytes(worker) < 64 << 20);
+}
+
+#[test]
+fn stream_events_have_the_sse_format_and_arrive_one_by_one() {
+    let server = stream_server();
+    // curl -N: the exact event bytes.
+    let (ok, out) =
+        run(Command::new("curl").args(["-sSN", "--fail"]).arg(server.url("/events?count=3&interval_ms=50")));
+    assert!(ok);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "id: 0\ndata: tick 0\n\nid: 1\ndata: tick 1\n\nid: 2\ndata: tick 2\n\n"
+    );
+
+    // Python http.client: headers, and each event arriving on its own
+    // (flushed when written, not with the end of the stream).
+    let script = format!(
+        r#"
+import http.client, time
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+t0 = time.monotonic()
+c.request("GET", "/events?count=4&interval_ms=300")
+r = c.getresponse()
+assert r.status == 200, r.status
+assert r.getheader("Content-Type") == "text/event-stream", r.getheaders()
+assert r.getheader("Transfer-Encoding") == "chunked", r.getheaders()
+assert r.getheader("Cache-Control") == "no-cache", r.getheaders()
+events, arrivals, buf = [], [], b""
+while True:
+    data = r.read1(65536)
+    if not data:
+        break
+    buf += data
+    while b"\n\n" in buf:
+        event, buf = buf.split(b"\n\n", 1)
+        events.append(event.decode())
+        arrivals.append(time.monotonic() - t0)
+assert buf == b"", buf
+assert events == ["id: %d\ndata: tick %d" % (i, i) for i in range(4)], events
+# One interval apart at least; the first long before the last.
+for i, (a, b) in enumerate(zip(arrivals, arrivals[1:])):
+    assert b - a >= 0.25, (i, arrivals)
+assert arrivals[-1] - arrivals[0] >= 0.85, arrivals
+# Resuming after event 1, and after the last one (204: stop reconnecting).
+c.request("GET", "/events?count=4&interval_ms=0", headers={{"Last-Event-ID": "1"}})
+r = c.getresponse()
+assert r.read() == b"id: 2\ndata: tick 2\n\nid: 3\ndata: tick 3\n\n"
+c.request("GET", "/events?count=4&interval_ms=0", headers={{"Last-Event-ID": "3"}})
+r = c.getresponse()
+assert r.status == 204 and r.read() == b"", r.status
+print("ok")
+"#,
+        port = server.addr.port()
+    );
+    assert_eq!(python(&script).as_deref(), Ok("ok\n"), "python SSE client");
+}
+
+#[test]
+fn stream_sleeping_events_do_not_hold_up_other_connections() {
+    let server = stream_server();
+    let mut events = Reader::new(server.connect());
+    events.get_mut().write_all(b"GET /events?count=2&interval_ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    // Wait for the first event: the handler is now sleeping for 1.5 s on
+    // the worker's only thread.
+    let mut first = [0u8; 1];
+    events.get_mut().read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_eq!(get(&server, "/bytes?n=3").body, [0, 1, 2]);
+        assert!(t.elapsed() < Duration::from_millis(700), "answered in {:?} while an SSE stream sleeps", t.elapsed());
+    }
+}
+
+#[test]
+fn stream_clients_that_leave_mid_stream_do_not_hurt_the_worker() {
+    let server = stream_server();
+    let worker = only_worker(&server);
+    let idle_sockets = open_sockets(worker);
+    // Leave a 1 GiB byte stream after 1 MiB, and an event stream after one
+    // event.
+    let mut bytes = server.connect();
+    bytes.write_all(b"GET /bytes?n=1073741824 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut got = vec![0u8; 1 << 20];
+    bytes.read_exact(&mut got).unwrap();
+    let mut events = server.connect();
+    events.write_all(b"GET /events?count=1000&interval_ms=20 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let mut first = [0u8; 64];
+    let n = events.read(&mut first).unwrap();
+    assert!(n > 0);
+    assert_eq!(open_sockets(worker), idle_sockets + 2);
+    drop(bytes);
+    drop(events);
+    // Both handlers notice on their next write and end their connection.
+    assert!(
+        wait_until(Duration::from_secs(5), || open_sockets(worker) == idle_sockets),
+        "connections closed: {} sockets open, {idle_sockets} when idle",
+        open_sockets(worker)
+    );
+    assert_eq!(only_worker(&server), worker, "the same worker lives on");
+    assert_eq!(get(&server, "/bytes?n=4").body, [0, 1, 2, 3]);
+}
+
+#[test]
+fn stream_heads_and_refusals() {
+    let server = stream_server();
+    let head = exchange_raw(&server, b"HEAD /bytes?n=100 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"), "no body: {head}");
+    assert!(head.contains("Content-Type: application/octet-stream\r\n"), "{head}");
+    let head = ask(&server, "HEAD", "/events", &[]);
+    assert_eq!((head.status, head.header("content-type")), (200, Some("text/event-stream")));
+    let empty = get(&server, "/bytes?n=0");
+    assert_eq!((empty.status, empty.body.len()), (200, 0));
+    for (path, status, text) in [
+        ("/bytes?n=lots", 400, "n must be a whole number\n"),
+        ("/bytes?n=-1", 400, "n must be a whole number\n"),
+        ("/events?count=x", 400, "count must be a whole number\n"),
+        ("/events?count=10000000", 400, "count must be at most 1000000\n"),
+        ("/events?interval_ms=99999999", 400, "interval_ms must be at most 60000\n"),
+        ("/nothing", 404, "not found: try /events or /bytes\n"),
+    ] {
+        let resp = get(&server, path);
+        assert_eq!((resp.status, String::from_utf8_lossy(&resp.body).as_ref()), (status, text), "{path}");
+    }
+    let refused = ask(&server, "POST", "/bytes", &[("Content-Length", "0")]);
+    assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")));
 }

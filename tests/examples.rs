@@ -15,6 +15,7 @@ fn program(name: &str) -> String {
     let path = match name {
         "files" => env!("CARGO_BIN_EXE_files"),
         "stream" => env!("CARGO_BIN_EXE_stream"),
+        "json" => env!("CARGO_BIN_EXE_json"),
         other => panic!("unknown example {other}"),
     };
     path.to_string()
@@ -554,4 +555,196 @@ fn stream_heads_and_refusals() {
     }
     let refused = ask(&server, "POST", "/bytes", &[("Content-Length", "0")]);
     assert_eq!((refused.status, refused.header("allow")), (405, Some("GET, HEAD")));
+}
+
+// ---------------------------------------------------------------- json
+
+fn json_server() -> Server {
+    Server::start(&["--workers", "1", "--", &program("json")])
+}
+
+/// `POST path` with `body` (Content-Length framed) on a fresh connection.
+fn post(server: &Server, path: &str, content_type: Option<&str>, body: &[u8]) -> Resp {
+    let mut request = format!("POST {path} HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n", body.len()).into_bytes();
+    if let Some(t) = content_type {
+        request.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    let mut reader = Reader::new(server.connect());
+    let mut writer = reader.get_mut().try_clone().unwrap();
+    // From a thread: the server may answer (413) before reading it all.
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&request);
+    });
+    let resp = reader.response(false).unwrap();
+    drop(reader);
+    sending.join().unwrap();
+    resp
+}
+
+/// The `error` text of a JSON error body (which must be exactly that).
+fn error_text(resp: &Resp) -> String {
+    assert_eq!(resp.header("content-type"), Some("application/json"));
+    let value: serde_json::Value = serde_json::from_slice(&resp.body).expect("error bodies are JSON");
+    let object = value.as_object().expect("an object");
+    assert_eq!(object.len(), 1, "{value}");
+    object["error"].as_str().expect("error is a string").to_string()
+}
+
+const JSON: Option<&str> = Some("application/json");
+
+#[test]
+fn json_good_requests_from_python_and_curl() {
+    let server = json_server();
+    let script = format!(
+        r#"
+import http.client, json
+c = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+H = {{"Content-Type": "application/json"}}
+def call(method, path, body=None, headers={{}}, **kw):
+    c.request(method, path, body=body, headers=headers, **kw)
+    r = c.getresponse()
+    return r.status, r.getheader("Content-Type"), r.read()
+assert call("GET", "/api/health") == (200, "application/json", b'{{"status":"ok"}}')
+s, t, b = call("HEAD", "/api/health")
+assert (s, t, b) == (200, "application/json", b""), (s, t, b)
+assert call("POST", "/api/greet", json.dumps({{"name": "Ada"}}), H) == (200, "application/json", b'{{"greeting":"Hello, Ada!"}}')
+s, _, b = call("POST", "/api/greet", json.dumps({{"name": "Zo\u00eb \U0001F680"}}), {{"Content-Type": "application/json; charset=utf-8"}})
+assert s == 200 and json.loads(b) == {{"greeting": "Hello, Zo\u00eb \U0001F680!"}}, b
+assert call("POST", "/api/sum", b'{{"numbers": [1, 2, 3]}}', H)[2] == b'{{"sum":6}}'
+assert call("POST", "/api/sum", b'{{"numbers": [0.5, 2, -1.25]}}', H)[2] == b'{{"sum":1.25}}'
+assert call("POST", "/api/sum", b'{{"numbers": []}}', H)[2] == b'{{"sum":0}}'
+# A chunked upload, in pieces that split the JSON anywhere.
+pieces = iter([b'{{"num', b'bers": [1', b'0, 20', b', 12]}}'])
+assert call("POST", "/api/sum", pieces, H, encode_chunked=True) == (200, "application/json", b'{{"sum":42}}')
+print("ok")
+"#,
+        port = server.addr.port()
+    );
+    assert_eq!(python(&script).as_deref(), Ok("ok\n"), "python JSON client");
+
+    // curl with Expect: 100-continue: reading the body asks for it at once
+    // (curl would otherwise wait a second before sending it anyway).
+    let t = Instant::now();
+    let (ok, out) = run(Command::new("curl")
+        .args(["-sS", "--fail", "-H", "Content-Type: application/json", "-H", "Expect: 100-continue"])
+        .args(["--data-binary", r#"{"name":"curl"}"#])
+        .arg(server.url("/api/greet")));
+    assert!(ok);
+    assert_eq!(out, br#"{"greeting":"Hello, curl!"}"#);
+    assert!(t.elapsed() < Duration::from_millis(900), "100 Continue was sent: {:?}", t.elapsed());
+}
+
+/// Path, Content-Type, body; status and the start of the error message.
+type ErrorCase<'a> = (&'a str, Option<&'a str>, &'a [u8], u16, &'a str);
+
+#[test]
+fn json_errors_have_a_status_and_a_json_message() {
+    let server = json_server();
+    let cases: &[ErrorCase] = &[
+        ("/api/greet", JSON, b"{\"name\": ", 400, "invalid JSON: EOF while parsing a value"),
+        ("/api/greet", JSON, b"{\"name\": \"a\"} x", 400, "invalid JSON: trailing characters"),
+        ("/api/greet", JSON, b"", 400, "invalid JSON: EOF while parsing a value"),
+        ("/api/greet", JSON, b"{\"name\": 5}", 400, "wrong shape: invalid type: integer `5`, expected a string"),
+        ("/api/greet", JSON, b"{}", 400, "wrong shape: missing field `name`"),
+        ("/api/greet", JSON, b"{\"nmae\": \"a\"}", 400, "wrong shape: unknown field `nmae`, expected `name`"),
+        (
+            "/api/sum",
+            JSON,
+            b"{\"numbers\": [1, \"2\"]}",
+            400,
+            "wrong shape: invalid type: string \"2\", expected a JSON number",
+        ),
+        ("/api/sum", JSON, b"{\"numbers\": 3}", 400, "wrong shape: invalid type: integer `3`, expected a sequence"),
+        ("/api/greet", JSON, b"{\"name\": \"  \"}", 422, "name must not be empty"),
+        ("/api/sum", JSON, b"{\"numbers\": [1e308, 1e308]}", 422, "the sum is not a finite number"),
+        ("/api/greet", None, b"{\"name\": \"a\"}", 415, "the body must be Content-Type: application/json"),
+        (
+            "/api/greet",
+            Some("text/plain"),
+            b"{\"name\": \"a\"}",
+            415,
+            "the body must be Content-Type: application/json",
+        ),
+        ("/api/health", JSON, b"{}", 405, "method not allowed: use GET, HEAD"),
+        ("/api/nope", JSON, b"{}", 404, "no such endpoint: try /api/health, /api/greet or /api/sum"),
+    ];
+    for (path, content_type, body, status, error) in cases {
+        let resp = post(&server, path, *content_type, body);
+        let body = String::from_utf8_lossy(body);
+        assert_eq!(resp.status, *status, "{path} {body}");
+        if *status != 200 {
+            // serde's messages go on with the position (`at line 1 column
+            // 9`), which is serde_json's business.
+            let text = error_text(&resp);
+            assert!(text.starts_with(error), "{path} {body}: {text}");
+        }
+    }
+    let refused = get(&server, "/api/greet");
+    assert_eq!((refused.status, refused.header("allow")), (405, Some("POST")));
+    assert_eq!(error_text(&refused), "method not allowed: use POST");
+    assert_eq!(post(&server, "/api/health", None, b"").header("allow"), Some("GET, HEAD"));
+
+    // Nesting far deeper than any stack: refused at the first wrong token,
+    // never recursed into; the worker lives on.
+    let worker = only_worker(&server);
+    for deep in ["{\"numbers\": ", "{\"name\": ", "{\"extra\": ", ""] {
+        let body = format!("{deep}{}", "[".repeat(100_000));
+        assert_eq!(post(&server, "/api/sum", JSON, body.as_bytes()).status, 400, "{deep}");
+    }
+    assert_eq!(only_worker(&server), worker);
+    assert_eq!(get(&server, "/api/health").body, br#"{"status":"ok"}"#);
+}
+
+#[test]
+fn json_body_size_cap_for_length_and_chunked_bodies() {
+    let server = json_server();
+    const MAX: usize = 1 << 20;
+    // Exactly the cap is accepted.
+    let padding = MAX - r#"{"name":""}"#.len();
+    let name = "a".repeat(padding);
+    let resp = post(&server, "/api/greet", JSON, format!(r#"{{"name":"{name}"}}"#).as_bytes());
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), r#"{"greeting":"Hello, !"}"#.len() + padding);
+
+    // One byte more, declared: refused before reading (and the connection
+    // closes, since the body is too big to drain).
+    let resp = post(&server, "/api/greet", JSON, &vec![b' '; MAX + 1]);
+    assert_eq!(resp.status, 413);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(error_text(&resp), "the body must be at most 1048576 bytes");
+
+    // Chunked: counted while reading.
+    let mut reader = Reader::new(server.connect());
+    let mut writer = reader.get_mut().try_clone().unwrap();
+    let sending = std::thread::spawn(move || {
+        let head =
+            "POST /api/sum HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let _ = writer.write_all(head.as_bytes());
+        let piece = vec![b' '; 64 * 1024];
+        for _ in 0..20 {
+            if writer.write_all(format!("{:x}\r\n", piece.len()).as_bytes()).is_err()
+                || writer.write_all(&piece).is_err()
+                || writer.write_all(b"\r\n").is_err()
+            {
+                return;
+            }
+        }
+        let _ = writer.write_all(b"0\r\n\r\n");
+    });
+    let resp = reader.response(false).unwrap();
+    assert_eq!(resp.status, 413);
+    assert_eq!(error_text(&resp), "the body must be at most 1048576 bytes");
+    drop(reader);
+    sending.join().unwrap();
+
+    // A chunked body under the cap is fine.
+    let mut reader = Reader::new(server.connect());
+    reader
+        .get_mut()
+        .write_all(b"POST /api/sum HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"numb\r\n9\r\ners\": [7]\r\n1\r\n}\r\n0\r\n\r\n")
+        .unwrap();
+    let resp = reader.response(false).unwrap();
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &br#"{"sum":7}"#[..]));
 }

@@ -104,13 +104,15 @@ fn serve(root: &Root, req: &Request, write: &Responses) -> io::Result<()> {
     };
     let file = match root.locate(&rel) {
         Ok(Found::File(path)) => path,
-        Ok(Found::Dir(dir)) => {
+        Ok(Found::Dir) => {
             if !req.path().ends_with('/') {
                 return redirect_to_slash(req, write);
             }
-            match root.locate(&dir.join(INDEX)) {
+            // Located like any file: an index.html symlink must not leave
+            // the root either.
+            match root.locate(&rel.join(INDEX)) {
                 Ok(Found::File(path)) => path,
-                Ok(Found::Dir(_)) | Err(Miss::NotFound) => return not_found(write),
+                Ok(Found::Dir) | Err(Miss::NotFound) => return not_found(write),
                 Err(Miss::Forbidden) => return forbidden(write),
             }
         }
@@ -261,8 +263,9 @@ impl fmt::Display for RootError {
 
 /// Where a request path leads under the root.
 enum Found {
+    /// A regular file, by its canonical path.
     File(PathBuf),
-    Dir(PathBuf),
+    Dir,
 }
 
 /// Why a path is not served.
@@ -300,7 +303,7 @@ impl Root {
         }
         let meta = fs::metadata(&canonical)?;
         if meta.is_dir() {
-            Ok(Found::Dir(canonical))
+            Ok(Found::Dir)
         } else if meta.is_file() {
             Ok(Found::File(canonical))
         } else {

@@ -72,7 +72,7 @@ fn main() {
     // Logging first so a bad root is reported like every boot error; neither
     // this nor the checks below open a descriptor, so fd 3 is still the
     // master's channel when `worker::run` claims it.
-    http_cluster::logging::init("worker");
+    http_cluster::logging::init("worker", None);
     let root = match Root::from_arg(std::env::args_os().nth(1)) {
         Ok(root) => root,
         Err(e) => {

@@ -502,3 +502,92 @@ fn handlers_see_the_socket_peer_without_a_proxy() {
             .starts_with(b"HTTP/1.1 400")
     );
 }
+
+/// nginx in front, as the README's upstream block configures it.
+struct Nginx {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(upstream: std::net::SocketAddr) -> Nginx {
+        require_tool("nginx", "nginx-light");
+        let dir = temp_path("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let d = dir.display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;
+             events {{ worker_connections 1024; }}
+             http {{
+               access_log off;
+               client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+               upstream app {{ server {upstream} max_fails=3 fail_timeout=10s; keepalive 8; keepalive_timeout 60s; }}
+               server {{
+                 listen 127.0.0.1:{port};
+                 location / {{
+                   proxy_pass http://app;
+                   proxy_http_version 1.1;
+                   proxy_set_header Connection \"\";
+                   proxy_set_header Host $host;
+                   # No retries: an upstream reset must show as a 502.
+                   proxy_next_upstream off;
+                 }}
+               }}
+             }}"
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
+        Nginx { child, port, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn behind_nginx_upstream_connections_are_reused_and_a_reload_costs_no_502() {
+    let server = Server::start(&["--workers", "2", "--", bin("faults").to_str().unwrap()]);
+    let nginx = Nginx::start(server.addr);
+    let front: std::net::SocketAddr = ([127, 0, 0, 1], nginx.port).into();
+    let mut client = Reader::new(std::net::TcpStream::connect(front).unwrap());
+    client.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut upstream_ports = std::collections::HashSet::new();
+    for _ in 0..200 {
+        client.get_mut().write_all(b"GET /peer HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let resp = client.response(false).unwrap();
+        assert_eq!(resp.status, 200);
+        upstream_ports.insert(String::from_utf8(resp.body).unwrap());
+    }
+    assert!(upstream_ports.len() <= 2, "nginx reuses its keep-alive upstream connections: {upstream_ports:?}");
+
+    // A reload of the cluster under traffic through nginx: its kept-alive
+    // upstream connections are closed only after a response that says so,
+    // so nginx never sees a reset and never answers 502.
+    let load = Load::start(front, 8, "/");
+    std::thread::sleep(Duration::from_millis(300));
+    let before = server.worker_pids();
+    server.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(15), || {
+        let now = server.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !before.contains(p))
+    }));
+    std::thread::sleep(Duration::from_millis(300));
+    let report = load.finish();
+    assert!(report.ok > 500, "{report:?}");
+    assert_eq!((report.non_2xx, report.failures.len()), (0, 0), "{report:?}");
+}

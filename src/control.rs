@@ -43,6 +43,10 @@ pub enum MasterMsg {
     Stop { idle_grace: Duration },
     /// Reopen log files (SIGUSR1 to the master: logrotate moved them).
     Reopen,
+    /// Serve the connection whose descriptor came with this line: the
+    /// master accepted it from the socket of a slot that has no live worker
+    /// (`--balance reuseport`).
+    Conn,
 }
 
 /// How long a retired worker keeps idle keep-alive connections open for a
@@ -77,6 +81,7 @@ impl MasterMsg {
         match self {
             MasterMsg::Stop { idle_grace } => format!("stop {}\n", idle_grace.as_millis()),
             MasterMsg::Reopen => "reopen\n".to_string(),
+            MasterMsg::Conn => "conn\n".to_string(),
         }
     }
 
@@ -92,6 +97,7 @@ impl MasterMsg {
                 Some(MasterMsg::Stop { idle_grace: Duration::from_millis(ms) })
             }
             "reopen" => Some(MasterMsg::Reopen),
+            "conn" => Some(MasterMsg::Conn),
             _ => None,
         }
     }

@@ -35,8 +35,14 @@ impl std::error::Error for RecvFdError {}
 
 /// Sends `fd` with the one-byte `payload` over the Unix stream `channel`.
 pub fn send_fd(channel: BorrowedFd<'_>, payload: u8, fd: BorrowedFd<'_>) -> nix::Result<()> {
-    let data = [payload];
-    let iov = [IoSlice::new(&data)];
+    send_with_fd(channel, &[payload], fd)
+}
+
+/// Sends `data` with `fd` attached to its first byte. On a non-blocking
+/// channel that is full this fails with EAGAIN and sends nothing (short
+/// messages go whole or not at all on a Unix stream socket).
+pub fn send_with_fd(channel: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> nix::Result<()> {
+    let iov = [IoSlice::new(data)];
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     loop {
@@ -84,6 +90,34 @@ pub fn recv_fd(channel: BorrowedFd<'_>) -> Result<(u8, OwnedFd), RecvFdError> {
     Ok((data[0], fd))
 }
 
+/// Reads what the channel has (up to `buf.len()` bytes) and the descriptors
+/// that came with it, in order. `Closed` at end of stream.
+pub fn recv_with_fds(channel: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), RecvFdError> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 16]);
+    let msg = loop {
+        match recvmsg::<()>(channel.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(m) => break m,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(RecvFdError::Os(e)),
+        }
+    };
+    if msg.bytes == 0 {
+        return Err(RecvFdError::Closed);
+    }
+    let mut received = Vec::new();
+    for cmsg in msg.cmsgs().map_err(RecvFdError::Os)? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: as in `recv_fd`: the kernel just installed `fd` for
+                // this message and nothing else refers to it.
+                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Ok((msg.bytes, received))
+}
+
 /// Takes ownership of a descriptor this process inherited at a well-known
 /// number (the worker's fd 3), after checking it is open.
 pub fn inherited_fd(fd: RawFd) -> Option<OwnedFd> {
@@ -118,6 +152,26 @@ mod tests {
         assert_eq!(payload, b'.');
         let got = std::net::TcpListener::from(fd);
         assert_eq!(got.local_addr().unwrap(), listener.local_addr().unwrap());
+    }
+
+    #[test]
+    fn lines_and_descriptors_arrive_in_order() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let l1 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let l2 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        send_with_fd(a.as_fd(), b"conn\n", l1.as_fd()).unwrap();
+        send_with_fd(a.as_fd(), b"conn\n", l2.as_fd()).unwrap();
+        let mut got = Vec::new();
+        let mut text = Vec::new();
+        while got.len() < 2 {
+            let mut buf = [0u8; 64];
+            let (n, fds) = recv_with_fds(b.as_fd(), &mut buf).unwrap();
+            text.extend_from_slice(&buf[..n]);
+            got.extend(fds);
+        }
+        assert_eq!(text, b"conn\nconn\n");
+        let addrs: Vec<_> = got.into_iter().map(|fd| std::net::TcpListener::from(fd).local_addr().unwrap()).collect();
+        assert_eq!(addrs, vec![l1.local_addr().unwrap(), l2.local_addr().unwrap()]);
     }
 
     #[test]

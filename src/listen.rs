@@ -64,18 +64,13 @@ impl Drop for Listener {
 
 /// Binds and calls `listen()`: from this moment the kernel queues
 /// connections, even while no worker is alive. `unix_mode` is the file mode
-/// of Unix sockets (who may connect).
-pub fn bind(addr: &ListenAddr, backlog: i32, unix_mode: u32) -> io::Result<Listener> {
+/// of Unix sockets (who may connect). With `reuse_port`, TCP sockets join
+/// an SO_REUSEPORT group: more sockets bound to the same address later
+/// (see [`bind_tcp`]) each get their own share of the connections.
+pub fn bind(addr: &ListenAddr, backlog: i32, unix_mode: u32, reuse_port: bool) -> io::Result<Listener> {
     match addr {
         ListenAddr::Tcp(a) => {
-            let socket = socket2::Socket::new(socket2::Domain::for_address(*a), socket2::Type::STREAM, None)?;
-            socket.set_reuse_address(true)?;
-            if a.is_ipv6() {
-                // `[::]:80` must not also claim IPv4: that is a separate --bind.
-                socket.set_only_v6(true)?;
-            }
-            socket.bind(&(*a).into())?;
-            socket.listen(backlog)?;
+            let socket = bind_tcp(*a, backlog, reuse_port)?;
             let bound = socket.local_addr()?.as_socket().unwrap_or(*a);
             Ok(Listener { socket, addr: ListenAddr::Tcp(bound), created: None })
         }
@@ -89,6 +84,22 @@ pub fn bind(addr: &ListenAddr, backlog: i32, unix_mode: u32) -> io::Result<Liste
             Ok(listener)
         }
     }
+}
+
+/// A listening TCP socket on `addr`.
+pub fn bind_tcp(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // `[::]:80` must not also claim IPv4: that is a separate --bind.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
 }
 
 /// A socket file left by a process that died without removing it makes
@@ -168,20 +179,20 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s.sock");
         let addr = ListenAddr::Unix(path.clone());
-        let live = bind(&addr, 8, 0o600).unwrap();
+        let live = bind(&addr, 8, 0o600, false).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(bind(&addr, 8, 0o600).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(bind(&addr, 8, 0o600, false).unwrap_err().kind(), io::ErrorKind::AddrInUse);
         // A socket file whose server is gone (closed without unlinking).
         let mut dead = live;
         dead.created = None;
         drop(dead);
         assert!(path.exists());
-        let again = bind(&addr, 8, 0o660).unwrap();
+        let again = bind(&addr, 8, 0o660, false).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
         drop(again);
         assert!(!path.exists(), "the socket file is removed with its listener");
         std::fs::write(&path, b"not a socket").unwrap();
-        assert_eq!(bind(&addr, 8, 0o600).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(bind(&addr, 8, 0o600, false).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use http_cluster::config::{Limits, parse_duration};
 use http_cluster::listen::ListenAddr;
-use http_cluster::master::{self, MasterConfig, WorkerCommand};
+use http_cluster::master::{self, Balance, MasterConfig, WorkerCommand};
 
 /// A pre-fork HTTP/1.1 server: the master listens, per-core workers accept.
 #[derive(Parser, Debug)]
@@ -34,6 +34,13 @@ struct Cli {
         help_heading = "Listening"
     )]
     bind: Vec<String>,
+
+    /// How connections are spread over workers: `shared` (one socket, the
+    /// kernel wakes whichever worker waits) or `reuseport` (one
+    /// SO_REUSEPORT socket per worker, spread by hash; the master serves the
+    /// queue of a slot whose worker is down).
+    #[arg(long, env = "HTTP_CLUSTER_BALANCE", value_enum, default_value = "shared", help_heading = "Listening")]
+    balance: Balance,
 
     /// File mode of Unix listening sockets, in octal (who may connect).
     #[arg(long, env = "HTTP_CLUSTER_UNIX_MODE", default_value = "660", value_parser = parse_mode, help_heading = "Listening")]
@@ -180,6 +187,7 @@ fn config_from(cli: Cli) -> Result<MasterConfig, String> {
         unix_mode: cli.unix_mode,
         control_socket: control_path(cli.control_socket),
         log_level: cli.log_level,
+        balance: cli.balance,
         workers,
         graceful_timeout: cli.graceful_timeout,
         worker_timeout: cli.worker_timeout,

@@ -40,6 +40,8 @@ pub struct MasterConfig {
     pub control_socket: Option<PathBuf>,
     /// `--log-level`, passed on to workers.
     pub log_level: Option<String>,
+    /// How connections are spread over workers.
+    pub balance: Balance,
     pub workers: usize,
     /// How long a stopping worker may take to finish in-flight requests.
     pub graceful_timeout: Duration,
@@ -56,6 +58,21 @@ pub struct MasterConfig {
     pub max_requests_jitter: u64,
     /// Recycle a worker whose resident memory exceeds this (0: never).
     pub max_worker_memory: u64,
+}
+
+/// How connections reach workers (`--balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Balance {
+    /// One listening socket shared by every worker (the seed's design):
+    /// whichever worker is waiting accepts. Linux wakes the most recently
+    /// waiting process first, so the load piles onto busy workers.
+    Shared,
+    /// One SO_REUSEPORT socket per worker slot: the kernel spreads new
+    /// connections evenly by hash. The master keeps every slot's socket, so
+    /// a respawned worker inherits its slot's queue; while a slot has no
+    /// ready worker (crashed, respawning, or removed by SIGTTOU) the master
+    /// accepts from it and passes the connections to live workers.
+    Reuseport,
 }
 
 /// What to run as a worker.
@@ -258,6 +275,11 @@ impl std::fmt::Display for MasterError {
 struct Master {
     cfg: MasterConfig,
     listeners: Vec<Listener>,
+    /// With `Balance::Reuseport`: per slot ever used, its own socket for
+    /// each TCP listener (`None`: that listener is shared, e.g. Unix).
+    slot_sockets: Vec<Vec<Option<socket2::Socket>>>,
+    /// Round-robin position for connections the master passes on.
+    next_target: usize,
     control: Option<ControlSocket>,
     started: Instant,
     workers: BTreeMap<i32, Worker>,
@@ -286,12 +308,26 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
             log::info!("socket activation: {} sockets from systemd (--bind ignored)", inherited.len());
             inherited
         }
-        None => cfg
-            .binds
-            .iter()
-            .map(|a| listen::bind(a, cfg.backlog, cfg.unix_mode).map_err(|e| MasterError::Bind(a.to_string(), e)))
-            .collect::<Result<Vec<_>, _>>()?,
+        None => {
+            let reuse_port = cfg.balance == Balance::Reuseport;
+            cfg.binds
+                .iter()
+                .map(|a| {
+                    listen::bind(a, cfg.backlog, cfg.unix_mode, reuse_port)
+                        .map_err(|e| MasterError::Bind(a.to_string(), e))
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
     };
+    if cfg.balance == Balance::Reuseport {
+        for l in listeners.iter().filter(|l| matches!(l.addr, ListenAddr::Tcp(_))) {
+            if !l.socket.reuse_port().unwrap_or(false) {
+                log::warn!("{}: no SO_REUSEPORT (socket activation without ReusePort=yes?); workers share it", l.addr);
+            }
+            // The master accepts from it while slot 0 has no worker.
+            l.socket.set_nonblocking(true).map_err(|e| MasterError::Setup(format!("{}: {e}", l.addr)))?;
+        }
+    }
     let names: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
     log::info!("listening on {}, starting {} workers: {}", names.join(" "), cfg.workers, cfg.command.program.display());
     // A second server started with the same control path keeps serving;
@@ -308,6 +344,8 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         slots: vec![SlotState::default(); cfg.workers],
         cfg,
         listeners,
+        slot_sockets: Vec::new(),
+        next_target: 0,
         control,
         started: Instant::now(),
         workers: BTreeMap::new(),
@@ -360,6 +398,7 @@ impl Master {
                 }
             }
             self.read_channels();
+            self.pass_orphaned_connections();
             if let Some(control) = &self.control {
                 control.serve_pending(|| self.status());
             }
@@ -385,6 +424,10 @@ impl Master {
         if let Some(control) = &self.control {
             fds.push(PollFd::new(control.listener.as_fd(), PollFlags::POLLIN));
         }
+        let orphans = self.orphaned_sockets();
+        for socket in &orphans {
+            fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
+        }
         let timeout = PollTimeout::try_from(TICK).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
     }
@@ -393,7 +436,8 @@ impl Master {
     fn spawn_worker(&mut self, slot: usize) -> Option<Pid> {
         let max_requests =
             recycle_after(self.cfg.max_requests, self.cfg.max_requests_jitter, slot as u64 ^ self.generation);
-        match start_worker(&self.cfg, &self.listeners, slot) {
+        let sockets = self.sockets_for(slot);
+        match start_worker(&self.cfg, &sockets, slot) {
             Ok(mut w) => {
                 w.generation = self.generation;
                 w.max_requests = max_requests;
@@ -434,6 +478,112 @@ impl Master {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => break, // WouldBlock (nothing more) or a dead peer.
                 }
+            }
+        }
+    }
+
+    /// The sockets a worker of `slot` serves, in `--bind` order: the shared
+    /// listeners, or with reuseport the slot's own socket for each TCP
+    /// listener (created on first use, joining the listener's group).
+    fn sockets_for(&mut self, slot: usize) -> Vec<socket2::Socket> {
+        if self.cfg.balance == Balance::Reuseport {
+            while self.slot_sockets.len() <= slot {
+                let index = self.slot_sockets.len();
+                let own = self.listeners.iter().map(|l| self.slot_socket(l, index)).collect();
+                self.slot_sockets.push(own);
+            }
+        }
+        let own = self.slot_sockets.get(slot);
+        self.listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| match own.and_then(|o| o[i].as_ref()) {
+                Some(s) => s.try_clone().ok(),
+                None => l.socket.try_clone().ok(),
+            })
+            .collect()
+    }
+
+    /// A new SO_REUSEPORT socket for `slot` beside listener `l`; `None`
+    /// (share `l`) for Unix sockets, sockets from systemd without
+    /// SO_REUSEPORT, and slot 0, which uses `l` itself.
+    fn slot_socket(&self, l: &Listener, slot: usize) -> Option<socket2::Socket> {
+        let ListenAddr::Tcp(addr) = l.addr else { return None };
+        if slot == 0 || !l.socket.reuse_port().unwrap_or(false) {
+            return None;
+        }
+        match listen::bind_tcp(addr, self.cfg.backlog, true).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                log::error!("slot {slot}: cannot open its own socket on {addr} ({e}); it shares the first one");
+                None
+            }
+        }
+    }
+
+    /// Reuseport sockets whose slot has no ready worker to accept from them
+    /// (crashed, still booting, or removed by SIGTTOU). Empty when there is
+    /// nobody to pass connections to: they wait in the kernel queue.
+    fn orphaned_sockets(&self) -> Vec<&socket2::Socket> {
+        let ready = |slot: usize| {
+            slot < self.slots.len() && self.workers.values().any(|w| w.slot == slot && matches!(w.phase, Phase::Ready))
+        };
+        if self.stopping.is_some() || !self.workers.values().any(|w| matches!(w.phase, Phase::Ready)) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (slot, own) in self.slot_sockets.iter().enumerate() {
+            if ready(slot) {
+                continue;
+            }
+            for (i, socket) in own.iter().enumerate() {
+                match socket {
+                    Some(s) => out.push(s),
+                    // Slot 0 uses the listener itself.
+                    None if slot == 0 && matches!(self.listeners[i].addr, ListenAddr::Tcp(_)) => {
+                        if self.listeners[i].socket.reuse_port().unwrap_or(false) {
+                            out.push(&self.listeners[i].socket);
+                        }
+                    }
+                    None => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Accepts what waits on orphaned sockets and passes each connection
+    /// to a ready worker over its channel (`conn` + the descriptor).
+    fn pass_orphaned_connections(&mut self) {
+        let mut accepted = Vec::new();
+        for socket in self.orphaned_sockets() {
+            // Bounded per pass so signals and heartbeats are not starved.
+            while accepted.len() < 256 {
+                match socket.accept() {
+                    Ok((conn, _)) => accepted.push(conn),
+                    Err(_) => break, // WouldBlock: the queue is empty
+                }
+            }
+        }
+        for conn in accepted {
+            let targets: Vec<i32> = self
+                .workers
+                .values()
+                .filter(|w| matches!(w.phase, Phase::Ready) && w.slot < self.slots.len())
+                .map(|w| w.pid.as_raw())
+                .collect();
+            let mut passed = false;
+            for k in 0..targets.len() {
+                let pid = targets[(self.next_target + k) % targets.len()];
+                let Some(w) = self.workers.get(&pid) else { continue };
+                if fdpass::send_with_fd(w.channel.as_fd(), MasterMsg::Conn.encode().as_bytes(), conn.as_fd()).is_ok() {
+                    self.next_target = self.next_target.wrapping_add(k + 1);
+                    passed = true;
+                    break;
+                }
+            }
+            if !passed {
+                log::warn!("no worker could take a connection from an orphaned slot socket; closing it");
             }
         }
     }
@@ -865,7 +1015,7 @@ fn notify(state: &[sd_notify::NotifyState<'_>]) {
 
 /// Starts one worker process with the channel on its fd 3 and hands it the
 /// listening sockets, one message each, in `--bind` order.
-fn start_worker(cfg: &MasterConfig, listeners: &[Listener], slot: usize) -> io::Result<Worker> {
+fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) -> io::Result<Worker> {
     let (ours, theirs) = UnixStream::pair()?;
     let mut cmd = Command::new(&cfg.command.program);
     cmd.args(&cfg.command.args)
@@ -910,8 +1060,8 @@ fn start_worker(cfg: &MasterConfig, listeners: &[Listener], slot: usize) -> io::
     // A worker that dies before taking the socket (EPIPE here) is still a
     // process to reap: its exit code says why, so it is tracked like any.
     for listener in listeners {
-        if let Err(e) = fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.socket.as_fd()) {
-            log::warn!("worker {slot} (pid {pid}): could not hand over {}: {e}", listener.addr);
+        if let Err(e) = fdpass::send_fd(ours.as_fd(), fdpass::LISTENER_PAYLOAD, listener.as_fd()) {
+            log::warn!("worker {slot} (pid {pid}): could not hand over its sockets: {e}");
             break;
         }
     }

@@ -2,8 +2,10 @@
 //! coroutine per connection, reports to the master over the same fd, and
 //! drains when told to stop or when the master disappears.
 
-use std::io::{self, Read as _, Write as _};
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::VecDeque;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
-use crate::net::{Listener, ListenerError};
+use crate::net::{Listener, ListenerError, Stream};
 
 /// The descriptor number the master puts the channel on (as libuv's
 /// `stdio = {0, 1, 2, pipe}` does).
@@ -150,6 +152,11 @@ fn serve(
     let state = Arc::new(ServerState::default());
     let accepting: Vec<_> =
         listeners.into_iter().map(|l| spawn_accept_loop(l, app.clone(), limits.clone(), state.clone())).collect();
+    // Connections the master accepted for us (see MasterMsg::Conn).
+    let adopt = {
+        let (app, limits, state) = (app.clone(), limits.clone(), state.clone());
+        move |fd: OwnedFd| adopt_connection(fd, &app, &limits, &state)
+    };
     let ticks = spawn_liveness_ticker();
 
     if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
@@ -158,7 +165,10 @@ fn serve(
     }
     log::info!("ready");
 
-    let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks);
+    let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks, &adopt);
+    // Connections the master handed over just before we stopped listening
+    // to it are served too (with `Connection: close`), never dropped.
+    let _ = read_channel(&mut channel, &mut LineBuffer::default(), &mut VecDeque::new(), &adopt);
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     for accept in &accepting {
         // SAFETY: an accept coroutine owns only its listener and Arcs of the
@@ -213,12 +223,7 @@ fn spawn_accept_loop(
                     continue;
                 }
             };
-            let admission = state.admit();
-            let (app, limits) = (app.clone(), limits.clone());
-            let spawned = spawn(move || conn::serve(stream, peer, &*app, &limits, admission));
-            if let Err(e) = spawned {
-                log::error!("cannot start a connection coroutine: {e}");
-            }
+            serve_connection(stream, peer, &app, &limits, &state);
         }
     };
     match spawn(accept) {
@@ -228,6 +233,35 @@ fn spawn_accept_loop(
             std::process::exit(control::EXIT_BOOT_ERROR);
         }
     }
+}
+
+/// Serves one accepted connection on its own coroutine, counted from now
+/// until its last byte is flushed.
+fn serve_connection(
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    app: &Arc<dyn App>,
+    limits: &Arc<Limits>,
+    state: &Arc<ServerState>,
+) {
+    let admission = state.admit();
+    let (app, limits) = (app.clone(), limits.clone());
+    if let Err(e) = spawn(move || conn::serve(stream, peer, &*app, &limits, admission)) {
+        log::error!("cannot start a connection coroutine: {e}");
+    }
+}
+
+/// Serves a TCP connection the master accepted and passed over the channel.
+fn adopt_connection(fd: OwnedFd, app: &Arc<dyn App>, limits: &Arc<Limits>, state: &Arc<ServerState>) {
+    let socket = std::net::TcpStream::from(fd);
+    let peer = socket.peer_addr().ok();
+    let _ = socket.set_nodelay(true);
+    // SAFETY: the descriptor comes from `into_raw_fd`, so ownership moves
+    // to may's stream, and it is a connected TCP socket (the master
+    // accepted it from a TCP listener). may panics only if epoll
+    // registration fails, which this process cannot survive anyway.
+    let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    serve_connection(Stream::Tcp(stream), peer, app, limits, state);
 }
 
 /// A coroutine that counts up every heartbeat interval. The master hears a
@@ -271,12 +305,13 @@ fn supervise(
     signals: &SignalFd,
     state: &ServerState,
     ticks: &AtomicU64,
+    adopt: &dyn Fn(OwnedFd),
 ) -> (&'static str, Duration) {
     let _ = channel.set_nonblocking(true);
     let mut lines = LineBuffer::default();
+    let mut passed = VecDeque::new();
     let mut last_tick = 0;
     let mut last_report = Instant::now();
-    let mut buf = [0u8; 256];
     loop {
         let mut fds =
             [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
@@ -285,21 +320,8 @@ fn supervise(
         if let Ok(Some(_)) = signals.read_signal() {
             return ("SIGTERM", Duration::ZERO);
         }
-        match channel.read(&mut buf) {
-            Ok(0) => return ("master closed the channel", Duration::ZERO),
-            Ok(n) => match lines.feed(&buf[..n]) {
-                Ok(msgs) => {
-                    for msg in msgs.iter().filter_map(|l| MasterMsg::parse(l)) {
-                        match msg {
-                            MasterMsg::Stop { idle_grace } => return ("master asked to stop", idle_grace),
-                            MasterMsg::Reopen => reopen_logs(),
-                        }
-                    }
-                }
-                Err(()) => return ("garbage on the channel", Duration::ZERO),
-            },
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(_) => return ("channel failed", Duration::ZERO),
+        if let Err(stop) = read_channel(channel, &mut lines, &mut passed, adopt) {
+            return stop;
         }
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
@@ -308,6 +330,37 @@ fn supervise(
             }
             if report(channel, state, ticks, &mut last_tick).is_err() {
                 return ("master closed the channel", Duration::ZERO);
+            }
+        }
+    }
+}
+
+/// Handles what the master sent: connections to adopt, log reopening.
+/// `Err` says why and how to stop.
+fn read_channel(
+    channel: &mut UnixStream,
+    lines: &mut LineBuffer,
+    fds: &mut VecDeque<OwnedFd>,
+    adopt: &dyn Fn(OwnedFd),
+) -> Result<(), (&'static str, Duration)> {
+    let mut buf = [0u8; 256];
+    loop {
+        let (n, received) = match fdpass::recv_with_fds(channel.as_fd(), &mut buf) {
+            Ok(got) => got,
+            Err(fdpass::RecvFdError::Closed) => return Err(("master closed the channel", Duration::ZERO)),
+            Err(fdpass::RecvFdError::Os(nix::Error::EAGAIN)) => return Ok(()),
+            Err(_) => return Err(("channel failed", Duration::ZERO)),
+        };
+        fds.extend(received);
+        let msgs = lines.feed(&buf[..n]).map_err(|()| ("garbage on the channel", Duration::ZERO))?;
+        for msg in msgs.iter().filter_map(|l| MasterMsg::parse(l)) {
+            match msg {
+                MasterMsg::Stop { idle_grace } => return Err(("master asked to stop", idle_grace)),
+                MasterMsg::Reopen => reopen_logs(),
+                MasterMsg::Conn => match fds.pop_front() {
+                    Some(fd) => adopt(fd),
+                    None => return Err(("a conn message came without its socket", Duration::ZERO)),
+                },
             }
         }
     }

@@ -540,10 +540,11 @@ impl Master {
                 match socket {
                     Some(s) => out.push(s),
                     // Slot 0 uses the listener itself.
-                    None if slot == 0 && matches!(self.listeners[i].addr, ListenAddr::Tcp(_)) => {
-                        if self.listeners[i].socket.reuse_port().unwrap_or(false) {
-                            out.push(&self.listeners[i].socket);
-                        }
+                    None if slot == 0
+                        && matches!(self.listeners[i].addr, ListenAddr::Tcp(_))
+                        && self.listeners[i].socket.reuse_port().unwrap_or(false) =>
+                    {
+                        out.push(&self.listeners[i].socket)
                     }
                     None => {}
                 }

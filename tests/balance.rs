@@ -10,29 +10,12 @@ use std::time::Duration;
 
 use util::*;
 
-fn listening_inodes(port: u16) -> BTreeSet<String> {
-    std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
-            (local_port == port && f[3] == "0A").then(|| f[9].to_string())
-        })
-        .collect()
+fn listening_set(port: u16) -> BTreeSet<String> {
+    listening_inodes(port).into_iter().collect()
 }
 
-fn socket_inodes_of(pid: i32) -> BTreeSet<String> {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .filter_map(|t| {
-            let t = t.to_string_lossy().into_owned();
-            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
-        })
-        .collect()
+fn sockets_of(pid: i32) -> BTreeSet<String> {
+    socket_inodes_of(pid).into_iter().collect()
 }
 
 /// `n` requests, each on a new connection; which worker pid answered.
@@ -56,12 +39,12 @@ fn start(workers: &str) -> Server {
 #[test]
 fn each_slot_has_its_own_socket_and_gets_a_share() {
     let server = start("3");
-    let inodes = listening_inodes(server.addr.port());
+    let inodes = listening_set(server.addr.port());
     assert_eq!(inodes.len(), 3, "one SO_REUSEPORT socket per slot");
-    assert!(inodes.is_subset(&socket_inodes_of(server.pid())), "the master keeps every slot's socket");
+    assert!(inodes.is_subset(&sockets_of(server.pid())), "the master keeps every slot's socket");
     let mut seen = BTreeSet::new();
     for pid in server.worker_pids() {
-        let own: BTreeSet<_> = socket_inodes_of(pid).intersection(&inodes).cloned().collect();
+        let own: BTreeSet<_> = sockets_of(pid).intersection(&inodes).cloned().collect();
         assert_eq!(own.len(), 1, "worker {pid} holds exactly its slot's socket");
         seen.extend(own);
     }
@@ -74,22 +57,22 @@ fn each_slot_has_its_own_socket_and_gets_a_share() {
 #[test]
 fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
     let server = start("2");
-    let inodes = listening_inodes(server.addr.port());
-    let slot1 = server.worker_pids().into_iter().map(socket_inodes_of).find(|s| s.len() > 1).unwrap();
+    let inodes = listening_set(server.addr.port());
+    let slot1 = server.worker_pids().into_iter().map(sockets_of).find(|s| s.len() > 1).unwrap();
     server.signal(libc::SIGTTOU);
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
     // Half the connections hash to the removed slot's socket, which nobody
     // else accepts from: the master passes them to the remaining worker.
     let by = served_by(&server, 100);
     assert_eq!(by.values().sum::<usize>(), 100);
-    assert_eq!(listening_inodes(server.addr.port()), inodes, "the socket and its queue survive the slot");
+    assert_eq!(listening_set(server.addr.port()), inodes, "the socket and its queue survive the slot");
     assert!(server.stderr().contains("SIGTTOU"));
 
     server.signal(libc::SIGTTIN);
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 2));
     let by = served_by(&server, 100);
     assert_eq!(by.len(), 2, "the new worker of slot 1 serves its socket: {by:?}");
-    let again: Vec<_> = server.worker_pids().into_iter().map(socket_inodes_of).collect();
+    let again: Vec<_> = server.worker_pids().into_iter().map(sockets_of).collect();
     assert!(
         again.iter().any(|s| s.intersection(&inodes).eq(slot1.intersection(&inodes))),
         "slot 1's new worker got the same socket"

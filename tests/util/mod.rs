@@ -447,3 +447,30 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// The inode of the one socket listening on `port`, from /proc/net/tcp
+/// (and the number of listening sockets on that port).
+pub fn listening_inodes(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port && f[3] == "0A").then(|| f[9].to_string())
+        })
+        .collect()
+}
+
+pub fn socket_inodes_of(pid: i32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|t| {
+            let t = t.to_string_lossy().into_owned();
+            t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')).map(str::to_string)
+        })
+        .collect()
+}

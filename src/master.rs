@@ -176,6 +176,11 @@ pub fn after_exit(exit: Exit, seen: ExitContext, slot: &mut SlotState) -> SlotAc
 /// A worker that ran at least this long resets its slot's failure count.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 
+/// A worker whose last heartbeat is older than this (three missed beats)
+/// is stalled: with reuseport, the master serves its slot's queue until it
+/// recovers or the worker timeout replaces it.
+const STALLED_AFTER: Duration = Duration::from_millis(1500);
+
 /// How often the loop wakes without events (timeouts, respawn delays).
 const TICK: Duration = Duration::from_millis(50);
 
@@ -213,6 +218,11 @@ struct Worker {
 impl Worker {
     fn is_stopping(&self) -> bool {
         matches!(self.phase, Phase::Stopping { .. })
+    }
+
+    /// Ready, and its heartbeats are on time.
+    fn healthy(&self, now: Instant) -> bool {
+        matches!(self.phase, Phase::Ready) && now.duration_since(self.last_heartbeat) < STALLED_AFTER
     }
 }
 
@@ -521,14 +531,16 @@ impl Master {
         }
     }
 
-    /// Reuseport sockets whose slot has no ready worker to accept from them
-    /// (crashed, still booting, or removed by SIGTTOU). Empty when there is
-    /// nobody to pass connections to: they wait in the kernel queue.
+    /// Reuseport sockets whose slot has no healthy worker to accept from
+    /// them: crashed, still booting, removed by SIGTTOU, or late with its
+    /// heartbeats (a handler blocks its thread: its queue must not wait for
+    /// the worker timeout). Empty when there is nobody healthy to pass
+    /// connections to: they wait in the kernel queue.
     fn orphaned_sockets(&self) -> Vec<&socket2::Socket> {
-        let ready = |slot: usize| {
-            slot < self.slots.len() && self.workers.values().any(|w| w.slot == slot && matches!(w.phase, Phase::Ready))
-        };
-        if self.stopping.is_some() || !self.workers.values().any(|w| matches!(w.phase, Phase::Ready)) {
+        let now = Instant::now();
+        let ready =
+            |slot: usize| slot < self.slots.len() && self.workers.values().any(|w| w.slot == slot && w.healthy(now));
+        if self.stopping.is_some() || !self.workers.values().any(|w| w.healthy(now)) {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -570,7 +582,7 @@ impl Master {
             let targets: Vec<i32> = self
                 .workers
                 .values()
-                .filter(|w| matches!(w.phase, Phase::Ready) && w.slot < self.slots.len())
+                .filter(|w| w.slot < self.slots.len() && w.healthy(Instant::now()))
                 .map(|w| w.pid.as_raw())
                 .collect();
             let mut passed = false;

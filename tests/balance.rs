@@ -92,3 +92,24 @@ fn connections_to_a_killed_workers_socket_are_all_served() {
     assert!(!by.contains_key(&victim));
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 2));
 }
+
+#[test]
+fn a_stalled_workers_queue_is_served_by_the_others() {
+    let server = start("2");
+    // One worker blocks its thread for 6 s (a handler calling a blocking
+    // API): its heartbeats stop. New connections hashed to its socket must
+    // not wait for it.
+    let mut blocker = server.connect();
+    blocker.write_all(b"GET /block?6000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..40 {
+        let t = std::time::Instant::now();
+        let by = served_by(&server, 1);
+        assert_eq!(by.values().sum::<usize>(), 1);
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(slowest < Duration::from_millis(3000), "a connection waited {slowest:?} for the stalled worker");
+}

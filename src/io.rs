@@ -21,6 +21,10 @@ const DIRECT_WRITE: usize = 16 * 1024;
 const READ_INITIAL: usize = 4 * 1024;
 const READ_GROW_MAX: usize = 64 * 1024;
 
+/// How long a connection with nothing buffered keeps its buffers while it
+/// waits for input (see [`Io::fill`]).
+pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
 /// Granularity of read timeouts.
 const TIMER_STEP_MS: u128 = 100;
 
@@ -92,6 +96,13 @@ impl ReadBuf {
         self.end += n;
     }
 
+    /// Frees the storage (nothing may be buffered).
+    fn release(&mut self) {
+        if self.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
     /// Gives the memory back while the connection idles with nothing
     /// buffered, so idle keep-alive connections stay small.
     pub fn release_if_empty(&mut self) {
@@ -110,8 +121,7 @@ pub struct Io {
     /// A write failed (possibly after sending part of the buffer): the byte
     /// stream is now unknown to us, so nothing more may be sent on it.
     broken: bool,
-    /// The read timeout last given to may. Setting it costs a setsockopt
-    /// syscall (may mirrors it into SO_RCVTIMEO), so only changes are set.
+    /// The read timeout last given to may.
     read_timeout: Option<Duration>,
     /// Writes so far, and whether the write timeout is armed (see
     /// [`Io::arm_write_timeout`]).
@@ -140,38 +150,67 @@ impl Io {
     ///
     /// Flushing first is what turns a pipelined batch into one write: output
     /// only leaves when the decoder has run out of complete input.
+    ///
+    /// With nothing buffered, the first wait lasts at most [`RELEASE_AFTER`]:
+    /// a keep-alive client's next request usually comes sooner, and the wait
+    /// costs nothing extra (the read timeout stays the same from one request
+    /// to the next). A connection quiet for longer gives its buffers back
+    /// and waits for readability without them: idle connections are most
+    /// connections, and their memory is what a server's capacity is made of.
     pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
         self.flush()?;
-        let timeout = match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                Some(timer_interval(left))
-            }
-            None => None,
-        };
-        if timeout != self.read_timeout {
-            self.stream.set_read_timeout(timeout)?;
-            self.read_timeout = timeout;
-        }
-        let spare = self.rbuf.spare();
-        if spare.is_empty() {
-            // Decoders reject input before it outgrows the buffer; reaching
-            // here is a decoder bug, reported rather than mistaken for EOF.
-            return Err(io::Error::other("read buffer full"));
-        }
+        let mut released = false;
         loop {
+            let left = match deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    Some(left)
+                }
+                None => None,
+            };
+            let staged = !released && self.rbuf.is_empty() && left.is_none_or(|l| l > 2 * RELEASE_AFTER);
+            self.set_read_timeout(if staged { Some(RELEASE_AFTER) } else { left.map(timer_interval) })?;
+            if released {
+                match self.stream.peek(&mut [0u8; 1]) {
+                    Ok(_) => {} // readable, or end of stream: read it below
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let spare = self.rbuf.spare();
+            if spare.is_empty() {
+                // Decoders reject input before it outgrows the buffer;
+                // reaching here is a decoder bug, reported rather than
+                // mistaken for EOF.
+                return Err(io::Error::other("read buffer full"));
+            }
             match self.stream.read(spare) {
                 Ok(n) => {
                     self.rbuf.filled(n);
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if staged && e.kind() == io::ErrorKind::TimedOut => {
+                    self.rbuf.release();
+                    self.wbuf = Vec::new();
+                    released = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Setting it costs a setsockopt syscall (may mirrors it into
+    /// SO_RCVTIMEO), so only changes are set.
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout != self.read_timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.read_timeout = timeout;
+        }
+        Ok(())
     }
 
     /// Queues `data` for sending; writes out when the batch is full.

@@ -101,6 +101,15 @@ impl Stream {
         }
     }
 
+    /// Waits (parking the coroutine, bounded by the read timeout) until
+    /// input or end of stream is there, without taking it.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.peek(buf),
+            Stream::Unix(s) => s.peek(buf),
+        }
+    }
+
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         use std::io::Write;
         match self {

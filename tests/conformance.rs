@@ -332,3 +332,27 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     assert!(failed, "the server kept the stalled connection");
     assert!(started.elapsed() < Duration::from_secs(9), "dropped in {:?}", started.elapsed());
 }
+
+#[test]
+fn a_connection_quiet_past_the_buffer_release_is_served_and_still_times_out_on_time() {
+    // Quiet for more than a second, a connection gives its buffers back and
+    // waits without them; its next request and its idle timeout must not
+    // notice.
+    let server = Server::start(&["--workers", "1", "--idle-timeout", "3s"]);
+    let mut r = Reader::new(server.connect());
+    r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(r.response(false).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    r.get_mut().write_all(b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Le").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    r.get_mut().write_all(b"ngth: 5\r\n\r\nhel").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    r.get_mut().write_all(b"loGET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    let echo = r.response(false).unwrap();
+    assert_eq!((echo.status, echo.body.as_slice()), (200, &b"hello"[..]));
+    assert_eq!(r.response(false).unwrap().status, 200);
+    let idle_from = Instant::now();
+    assert!(wait_until(Duration::from_secs(6), || r.at_eof()), "closed at the idle timeout");
+    let idle = idle_from.elapsed();
+    assert!(idle > Duration::from_millis(2700) && idle < Duration::from_millis(4000), "idle timeout after {idle:?}");
+}

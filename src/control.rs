@@ -103,6 +103,11 @@ impl MasterMsg {
     }
 }
 
+/// A channel line grew past [`MAX_LINE`]: the peer does not speak the
+/// protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTooLong;
+
 /// Splits a byte stream into lines, bounded by [`MAX_LINE`].
 #[derive(Debug, Default)]
 pub struct LineBuffer {
@@ -112,7 +117,7 @@ pub struct LineBuffer {
 impl LineBuffer {
     /// Appends `data` and returns the complete lines (without `\n`), or
     /// `Err` if a line grew past [`MAX_LINE`].
-    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, ()> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
         self.buf.extend_from_slice(data);
         let mut lines = Vec::new();
         while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
@@ -121,7 +126,7 @@ impl LineBuffer {
             line.pop();
             lines.push(line);
         }
-        if self.buf.len() > MAX_LINE { Err(()) } else { Ok(lines) }
+        if self.buf.len() > MAX_LINE { Err(LineTooLong) } else { Ok(lines) }
     }
 }
 

@@ -479,7 +479,7 @@ impl Master {
                                 w.handle_message(&line);
                             }
                         }
-                        Err(()) => {
+                        Err(control::LineTooLong) => {
                             log::error!("worker {} (pid {}): garbage on its channel; killing it", w.slot, w.pid);
                             let _ = kill(w.pid, Signal::SIGKILL);
                             break;

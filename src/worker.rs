@@ -352,7 +352,7 @@ fn read_channel(
             Err(_) => return Err(("channel failed", Duration::ZERO)),
         };
         fds.extend(received);
-        let msgs = lines.feed(&buf[..n]).map_err(|()| ("garbage on the channel", Duration::ZERO))?;
+        let msgs = lines.feed(&buf[..n]).map_err(|_| ("garbage on the channel", Duration::ZERO))?;
         for msg in msgs.iter().filter_map(|l| MasterMsg::parse(l)) {
             match msg {
                 MasterMsg::Stop { idle_grace } => return Err(("master asked to stop", idle_grace)),

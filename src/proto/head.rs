@@ -162,10 +162,10 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
     if let Some(done) = parse_slots(zone, limits)? {
         return Ok(Some(done));
     }
-    if zone.len() < window.len() {
-        if let Some(done) = parse_slots(window, limits)? {
-            return Ok(Some(done));
-        }
+    if zone.len() < window.len()
+        && let Some(done) = parse_slots(window, limits)?
+    {
+        return Ok(Some(done));
     }
     if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) }
 }
@@ -253,10 +253,10 @@ fn parse_with<'b>(
 
     let framing = Framing::of(req.headers, minor)?;
     let body = framing.body_kind(minor)?;
-    if let BodyKind::Length(n) = body {
-        if n > limits.max_body_bytes {
-            return Err(Error::PayloadTooLarge.into());
-        }
+    if let BodyKind::Length(n) = body
+        && n > limits.max_body_bytes
+    {
+        return Err(Error::PayloadTooLarge.into());
     }
 
     let base = &buf[..len];

@@ -2,6 +2,8 @@
 //! replays the fuzz corpus on a stable toolchain. Each takes arbitrary bytes
 //! and panics only if an invariant breaks.
 
+use std::sync::OnceLock;
+
 use crate::config::Limits;
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::head::{self, BodyKind};
@@ -10,8 +12,10 @@ use crate::proto::stream::decode_pieces;
 
 /// The head parser never panics, and what it accepts obeys the limits.
 pub fn head(data: &[u8]) {
-    let limits = Limits { max_request_line: 256, max_head_bytes: 1024, max_headers: 16, ..Limits::default() };
-    if let Ok(Some((req, n))) = head::parse(data, &limits) {
+    static LIMITS: OnceLock<Limits> = OnceLock::new();
+    let limits = LIMITS
+        .get_or_init(|| Limits { max_request_line: 256, max_head_bytes: 1024, max_headers: 16, ..Limits::default() });
+    if let Ok(Some((req, n))) = head::parse(data, limits) {
         assert!(n <= data.len() && n <= limits.max_head_bytes);
         assert!(req.headers().count() <= 16);
         let _ = (req.method(), req.path(), req.query(), req.header("host"), req.keep_alive());
@@ -58,16 +62,17 @@ pub fn body(data: &[u8]) {
 /// arrives whole or in pieces of the size the first byte chooses.
 pub fn stream(data: &[u8]) {
     let Some((&cuts, input)) = data.split_first() else { return };
-    let limits = Limits {
+    static LIMITS: OnceLock<Limits> = OnceLock::new();
+    let limits = LIMITS.get_or_init(|| Limits {
         max_request_line: 128,
         max_head_bytes: 512,
         max_headers: 8,
         max_body_bytes: 1024,
         ..Limits::default()
-    };
-    let whole = decode_pieces([input], &limits);
+    });
+    let whole = decode_pieces([input], limits);
     let pieces = input.chunks(usize::from(cuts).max(1));
-    assert_eq!(decode_pieces(pieces, &limits), whole);
+    assert_eq!(decode_pieces(pieces, limits), whole);
 }
 
 /// The PROXY header parser never panics; a header it accepts lies within

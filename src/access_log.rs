@@ -3,14 +3,21 @@
 //! worker process so logging costs a memcpy per request and a write(2) per
 //! 64 KiB or half second, whichever comes first.
 //!
+//! Only the worker's main thread writes: the connections' scheduler thread
+//! appends to a buffer and, when it passes 64 KiB, wakes the main thread
+//! through a socket pair. A log that cannot keep up (a stalled stdout pipe)
+//! therefore never blocks request handling; past [`MAX_BUFFERED`] lines are
+//! dropped and counted instead.
+//!
 //! Workers open the file themselves with `O_APPEND`: each flush is one
 //! write of whole lines, so lines of different workers never interleave.
 //! The master forwards SIGUSR1 as a `reopen` message (logrotate's
 //! `postrotate`), and each worker reopens the path.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -19,14 +26,27 @@ use crate::proto::date;
 /// Buffered output is written once it reaches this size.
 const FLUSH_AT: usize = 64 * 1024;
 
+/// Lines beyond this much unwritten output are dropped (and counted).
+pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
 /// The worker's access log, when `--access-log` is set.
 pub struct AccessLog {
-    inner: Mutex<Sink>,
+    /// Lines not yet written; appended to by connections.
+    pending: Mutex<Pending>,
+    /// Where lines go; used by the main thread only.
+    target: Mutex<Target>,
+    /// Written to (one byte) when `pending` passes [`FLUSH_AT`].
+    wake_tx: UnixStream,
+    /// The main thread polls this.
+    pub wake_rx: UnixStream,
 }
 
-struct Sink {
-    target: Target,
+#[derive(Default)]
+struct Pending {
     buf: Vec<u8>,
+    /// A wake-up byte was sent and not yet answered by a flush.
+    woken: bool,
+    dropped: u64,
 }
 
 enum Target {
@@ -50,8 +70,7 @@ pub fn init(spec: &str) -> io::Result<&'static AccessLog> {
         let path = PathBuf::from(spec);
         Target::File { file: open(&path)?, path }
     };
-    let log = AccessLog { inner: Mutex::new(Sink { target, buf: Vec::with_capacity(FLUSH_AT) }) };
-    Ok(LOG.get_or_init(|| log))
+    Ok(LOG.get_or_init(|| AccessLog::new(target).expect("socketpair for the access log")))
 }
 
 fn open(path: &PathBuf) -> io::Result<File> {
@@ -108,11 +127,27 @@ impl Entry {
 }
 
 impl AccessLog {
-    /// Appends the line for `entry` (served to `peer`); writes the buffer
-    /// out when it is full.
+    fn new(target: Target) -> io::Result<AccessLog> {
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        Ok(AccessLog {
+            pending: Mutex::new(Pending { buf: Vec::with_capacity(FLUSH_AT), ..Pending::default() }),
+            target: Mutex::new(target),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    /// Appends the line for `entry` (served to `peer`). Never writes to the
+    /// log itself: a full buffer wakes the main thread.
     pub fn record(&self, peer: Option<SocketAddr>, entry: &Entry) {
-        let mut sink = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let buf = &mut sink.buf;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.buf.len() >= MAX_BUFFERED {
+            pending.dropped += 1;
+            return;
+        }
+        let buf = &mut pending.buf;
         match peer {
             Some(a) => {
                 let _ = write!(buf, "{}", a.ip());
@@ -139,42 +174,48 @@ impl AccessLog {
             buf.extend_from_slice(&entry.tail);
         }
         buf.push(b'\n');
-        if sink.buf.len() >= FLUSH_AT {
-            sink.flush();
+        if pending.buf.len() >= FLUSH_AT && !pending.woken {
+            pending.woken = true;
+            // Full means the main thread has a wake-up to read already.
+            let _ = (&self.wake_tx).write(&[1]);
         }
     }
 
-    /// Writes out what is buffered (the worker's main thread calls this
-    /// every heartbeat, and before exiting).
+    /// Writes out what is buffered. Main thread only: every heartbeat, when
+    /// woken, and before exiting. The lock is held only to take the lines.
     pub fn flush(&self) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        let mut drain = [0u8; 64];
+        while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
+        let (lines, dropped) = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.woken = false;
+            (std::mem::take(&mut pending.buf), std::mem::take(&mut pending.dropped))
+        };
+        if dropped > 0 {
+            log::warn!("access log: {dropped} lines dropped (the log could not keep up)");
+        }
+        if lines.is_empty() {
+            return;
+        }
+        let mut target = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        let result = match &mut *target {
+            Target::Stdout => io::stdout().lock().write_all(&lines),
+            Target::File { file, .. } => file.write_all(&lines),
+        };
+        if let Err(e) = result {
+            // Losing log lines must not take the server down.
+            log::warn!("access log: {e}; {} bytes of log lines dropped", lines.len());
+        }
     }
 
     /// Flushes, then reopens the file at its path (it may have been moved).
     pub fn reopen(&self) -> io::Result<()> {
-        let mut sink = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        sink.flush();
-        if let Target::File { path, file } = &mut sink.target {
+        self.flush();
+        let mut target = self.target.lock().unwrap_or_else(|p| p.into_inner());
+        if let Target::File { path, file } = &mut *target {
             *file = open(path)?;
         }
         Ok(())
-    }
-}
-
-impl Sink {
-    fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let result = match &mut self.target {
-            Target::Stdout => io::stdout().lock().write_all(&self.buf),
-            Target::File { file, .. } => file.write_all(&self.buf),
-        };
-        if let Err(e) = result {
-            // Losing log lines must not take the server down.
-            log::warn!("access log: {e}; {} bytes of log lines dropped", self.buf.len());
-        }
-        self.buf.clear();
     }
 }
 
@@ -222,7 +263,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("access.log");
         let target = Target::File { file: open(&path).unwrap(), path: path.clone() };
-        let log = AccessLog { inner: Mutex::new(Sink { target, buf: Vec::new() }) };
+        let log = AccessLog::new(target).unwrap();
         let entry = Entry {
             request: b"\"GET /x HTTP/1.1\"".to_vec(),
             tail: b" \"-\" \"curl/8\"".to_vec(),

@@ -674,8 +674,10 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     let server = &admission.0;
     let (id, slot) = server.register(stream.as_raw_fd());
     let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
+    // The head timeout runs from accept: a PROXY header does not extend it.
+    let accepted = Instant::now();
     let peer = if limits.proxy_protocol {
-        match read_proxy_header(&mut io, Instant::now() + limits.head_timeout) {
+        match read_proxy_header(&mut io, accepted + limits.head_timeout) {
             Ok(Proxied::Addresses { source, .. }) => Some(source),
             // The proxy's own connection (health checks): keep its address.
             Ok(Proxied::Local) => peer,
@@ -691,7 +693,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     };
     let io = RefCell::new(io);
     let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, peer));
-    let decoder = RequestDecoder { ex: ex.clone(), reading: Reading::Head { since: Instant::now() } };
+    let decoder = RequestDecoder { ex: ex.clone(), reading: Reading::Head { since: accepted } };
     let encoder = ResponseEncoder { ex: ex.clone() };
     let run = chain(
         decoder,
@@ -704,6 +706,9 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     let outcome = catch_unwind(AssertUnwindSafe(|| run(&io)));
     let mut io = io.into_inner();
     let linger = finish_connection(&ex, &mut io, outcome);
+    // A response that ended abnormally (the handler failed or panicked
+    // after its head, the client went away) is logged too; once only.
+    ex.log_access(None);
     server.deregister(id);
     io.close(linger);
     drop(admission);

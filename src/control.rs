@@ -28,6 +28,10 @@ pub enum WorkerMsg {
     Ready,
     /// The worker's event loop is alive; with its counters.
     Heartbeat { connections: u64, requests: u64 },
+    /// The worker stopped accepting and drains, for a reason of its own
+    /// (SIGTERM sent to it directly, a broken channel): the master must
+    /// stop counting on it and replace it.
+    Draining,
 }
 
 /// Master → worker.
@@ -58,6 +62,7 @@ impl WorkerMsg {
         match self {
             WorkerMsg::Ready => "ready\n".to_string(),
             WorkerMsg::Heartbeat { connections, requests } => format!("hb {connections} {requests}\n"),
+            WorkerMsg::Draining => "draining\n".to_string(),
         }
     }
 
@@ -66,6 +71,7 @@ impl WorkerMsg {
         let mut words = line.split(' ');
         match words.next()? {
             "ready" => Some(WorkerMsg::Ready),
+            "draining" => Some(WorkerMsg::Draining),
             "hb" => {
                 let connections = words.next()?.parse().ok()?;
                 let requests = words.next()?.parse().ok()?;
@@ -136,7 +142,7 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        for m in [WorkerMsg::Ready, WorkerMsg::Heartbeat { connections: 3, requests: 99 }] {
+        for m in [WorkerMsg::Ready, WorkerMsg::Heartbeat { connections: 3, requests: 99 }, WorkerMsg::Draining] {
             assert_eq!(WorkerMsg::parse(m.encode().as_bytes()), Some(m));
         }
         let stop = MasterMsg::Stop { idle_grace: Duration::from_millis(1500) };

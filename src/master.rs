@@ -290,6 +290,8 @@ struct Master {
     slot_sockets: Vec<Vec<Option<socket2::Socket>>>,
     /// Round-robin position for connections the master passes on.
     next_target: usize,
+    /// After an accept error on an orphaned socket, not before this.
+    orphans_paused_until: Option<Instant>,
     control: Option<ControlSocket>,
     started: Instant,
     workers: BTreeMap<i32, Worker>,
@@ -356,6 +358,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         listeners,
         slot_sockets: Vec::new(),
         next_target: 0,
+        orphans_paused_until: None,
         control,
         started: Instant::now(),
         workers: BTreeMap::new(),
@@ -476,7 +479,7 @@ impl Master {
                     Ok(n) => match w.lines.feed(&buf[..n]) {
                         Ok(lines) => {
                             for line in lines {
-                                w.handle_message(&line);
+                                w.handle_message(&line, self.cfg.graceful_timeout);
                             }
                         }
                         Err(control::LineTooLong) => {
@@ -540,7 +543,10 @@ impl Master {
         let now = Instant::now();
         let ready =
             |slot: usize| slot < self.slots.len() && self.workers.values().any(|w| w.slot == slot && w.healthy(now));
-        if self.stopping.is_some() || !self.workers.values().any(|w| w.healthy(now)) {
+        if self.stopping.is_some()
+            || !self.workers.values().any(|w| w.healthy(now))
+            || self.orphans_paused_until.is_some_and(|t| now < t)
+        {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -569,14 +575,25 @@ impl Master {
     /// to a ready worker over its channel (`conn` + the descriptor).
     fn pass_orphaned_connections(&mut self) {
         let mut accepted = Vec::new();
+        let mut failed = None;
         for socket in self.orphaned_sockets() {
             // Bounded per pass so signals and heartbeats are not starved.
             while accepted.len() < 256 {
                 match socket.accept() {
                     Ok((conn, _)) => accepted.push(conn),
-                    Err(_) => break, // WouldBlock: the queue is empty
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break, // the queue is empty
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 }
             }
+        }
+        if let Some(e) = failed {
+            // EMFILE and friends: the socket stays readable, so polling it
+            // again at once would spin. Leave it to the next tick.
+            log::warn!("accepting for a slot without a worker: {e}; retrying in {TICK:?}");
+            self.orphans_paused_until = Some(Instant::now() + TICK);
         }
         for conn in accepted {
             let targets: Vec<i32> = self
@@ -725,7 +742,7 @@ impl Master {
                         w.stop(deadline, control::RETIRE_IDLE_GRACE);
                     }
                     self.replacing = None;
-                    if reason == Reason::Reload && !self.queue.iter().any(|(_, r)| *r == Reason::Reload) {
+                    if reason == Reason::Reload && !self.reload_pending() {
                         log::info!("reload complete: generation {} serves every slot", self.generation);
                         notify(&[sd_notify::NotifyState::Ready]);
                     }
@@ -857,9 +874,14 @@ impl Master {
         self.slots.pop();
         let removed = self.slots.len();
         // A replacement under way for the removed slot is moot.
+        let reloading = self.reload_pending();
         self.queue.retain(|(slot, _)| *slot != removed);
         if self.replacing.as_ref().is_some_and(|r| r.slot == removed) {
             self.replacing = None;
+        }
+        if reloading && !self.reload_pending() {
+            // The reload's last slot was the one removed: it is complete.
+            notify(&[sd_notify::NotifyState::Ready]);
         }
         let deadline = Instant::now() + self.cfg.graceful_timeout;
         for w in self.workers.values_mut().filter(|w| w.slot == removed) {
@@ -892,6 +914,12 @@ impl Master {
                 w.stop(deadline, Duration::ZERO);
             }
         }
+    }
+
+    /// A reload is queued or under way.
+    fn reload_pending(&self) -> bool {
+        self.queue.iter().any(|(_, r)| *r == Reason::Reload)
+            || self.replacing.as_ref().is_some_and(|r| r.reason == Reason::Reload)
     }
 
     /// SIGUSR1: workers reopen their access log (after logrotate moved it).
@@ -957,7 +985,7 @@ impl Master {
 }
 
 impl Worker {
-    fn handle_message(&mut self, line: &[u8]) {
+    fn handle_message(&mut self, line: &[u8], graceful_timeout: Duration) {
         match WorkerMsg::parse(line) {
             Some(WorkerMsg::Ready) => {
                 if let Phase::Starting = self.phase {
@@ -970,6 +998,12 @@ impl Worker {
                 self.last_heartbeat = Instant::now();
                 self.connections = connections;
                 self.requests = requests;
+            }
+            Some(WorkerMsg::Draining) => {
+                if !self.is_stopping() {
+                    log::info!("worker {} (pid {}) drains on its own; replacing it", self.slot, self.pid);
+                    self.phase = Phase::Stopping { deadline: Instant::now() + graceful_timeout };
+                }
             }
             None => log::warn!(
                 "worker {} (pid {}): unknown message {:?}",

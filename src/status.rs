@@ -6,11 +6,11 @@
 //! master writes the JSON document and closes. The socket file is created
 //! with mode 0600: only the server's user may ask.
 
-use std::io::{self, BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,9 @@ impl ControlSocket {
     /// Answers every pending query with `snapshot()`. Never blocks for long:
     /// each exchange is bounded by a short timeout.
     pub fn serve_pending(&self, snapshot: impl Fn() -> Status) {
-        while let Ok((stream, _)) = self.listener.accept() {
+        // A few per pass: queries are rare, and the loop has other work.
+        for _ in 0..8 {
+            let Ok((stream, _)) = self.listener.accept() else { return };
             if let Err(e) = answer(stream, &snapshot) {
                 log::debug!("control socket: {e}");
             }
@@ -83,11 +85,25 @@ impl Drop for ControlSocket {
 }
 
 fn answer(stream: UnixStream, snapshot: &impl Fn() -> Status) -> io::Result<()> {
+    // One deadline for the whole query: a client trickling bytes must not
+    // hold the master's loop longer than that.
+    let deadline = Instant::now() + IO_TIMEOUT;
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(64)).read_line(&mut line)?;
+    let mut line = Vec::with_capacity(64);
+    let mut buf = [0u8; 64];
+    while !line.contains(&b'\n') && line.len() < 64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
+        match (&stream).read(&mut buf)? {
+            0 => break,
+            n => line.extend_from_slice(&buf[..n]),
+        }
+    }
+    let line = String::from_utf8_lossy(&line);
     let mut out = &stream;
     match line.trim_end() {
         "status" => {

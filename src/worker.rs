@@ -84,10 +84,10 @@ pub fn run(app: impl App) -> ! {
     // only ever read from the signalfd, never delivered with its default
     // action to some may thread. SIGTERM straight to a worker (systemd's
     // default KillMode signals the whole cgroup) is a graceful stop. The
-    // master's own controls (HUP, TTIN, TTOU), if sent to the whole process
+    // master's own controls (HUP, TTIN, TTOU, USR1), if sent to the whole process
     // group, must not kill or stop workers: blocked too.
     let mut mask = SigSet::empty();
-    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGTTIN, Signal::SIGTTOU] {
+    for sig in [Signal::SIGTERM, Signal::SIGHUP, Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGUSR1] {
         mask.add(sig);
     }
     let mut term = SigSet::empty();
@@ -166,6 +166,9 @@ fn serve(
     log::info!("ready");
 
     let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks, &adopt);
+    // Tell the master (unless it asked): it must not pass us connections
+    // any more, and it starts our replacement now.
+    let _ = channel.write_all(WorkerMsg::Draining.encode().as_bytes());
     // Connections the master handed over just before we stopped listening
     // to it are served too (with `Connection: close`), never dropped.
     let _ = read_channel(&mut channel, &mut LineBuffer::default(), &mut VecDeque::new(), &adopt);
@@ -191,6 +194,9 @@ fn serve(
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
             let _ = report(&mut channel, &state, &ticks, &mut last_tick);
+            if let Some(log) = crate::access_log::get() {
+                log.flush();
+            }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -313,10 +319,19 @@ fn supervise(
     let mut last_tick = 0;
     let mut last_report = Instant::now();
     loop {
+        let access_log = crate::access_log::get();
         let mut fds =
-            [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+            vec![PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        if let Some(log) = access_log {
+            fds.push(PollFd::new(log.wake_rx.as_fd(), PollFlags::POLLIN));
+        }
         let timeout = PollTimeout::try_from(control::HEARTBEAT_INTERVAL).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
+        if let Some(log) = access_log
+            && fds.get(2).and_then(|f| f.revents()).is_some_and(|r| r.contains(PollFlags::POLLIN))
+        {
+            log.flush();
+        }
         if let Ok(Some(_)) = signals.read_signal() {
             return ("SIGTERM", Duration::ZERO);
         }
@@ -359,7 +374,10 @@ fn read_channel(
                 MasterMsg::Reopen => reopen_logs(),
                 MasterMsg::Conn => match fds.pop_front() {
                     Some(fd) => adopt(fd),
-                    None => return Err(("a conn message came without its socket", Duration::ZERO)),
+                    // The kernel drops descriptors a full fd table cannot
+                    // take (MSG_CTRUNC): that connection is gone, the
+                    // channel is fine.
+                    None => log::warn!("a connection passed by the master was lost: no descriptor arrived"),
                 },
             }
         }

@@ -113,3 +113,36 @@ fn a_stalled_workers_queue_is_served_by_the_others() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
     assert!(slowest < Duration::from_millis(3000), "a connection waited {slowest:?} for the stalled worker");
 }
+
+#[test]
+fn a_worker_that_drains_on_its_own_is_replaced_and_gets_no_more_connections() {
+    let server = start("2");
+    let victim = server.worker_pids()[0];
+    // A long request keeps the victim draining for 3 s after its SIGTERM:
+    // find a keep-alive connection the victim serves, and send it there.
+    let mut slow = None;
+    for _ in 0..40 {
+        let mut r = Reader::new(server.connect());
+        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let body = String::from_utf8(r.response(false).unwrap().body).unwrap();
+        if body.trim() == format!("ok {victim}") {
+            r.get_mut().write_all(b"GET /sleep?3000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            slow = Some(r);
+            break;
+        }
+    }
+    let mut slow = slow.expect("some connection reaches the victim's socket");
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(victim, libc::SIGTERM) };
+    // The master hears "draining", starts a replacement at once, and passes
+    // the draining worker nothing: every new connection is served by
+    // someone else, while it is still alive.
+    assert!(wait_until(Duration::from_secs(5), || server.stderr().contains("drains on its own")));
+    let by = served_by(&server, 60);
+    assert_eq!(by.values().sum::<usize>(), 60);
+    assert!(!by.contains_key(&victim), "{by:?}");
+    assert!(alive(victim), "still draining its slow request");
+    let done = slow.response(false).unwrap();
+    assert_eq!((done.status, done.header("connection")), (200, Some("close")), "its in-flight request completes");
+    assert!(wait_until(Duration::from_secs(10), || !alive(victim) && server.worker_pids().len() == 2));
+}

@@ -591,3 +591,26 @@ fn behind_nginx_upstream_connections_are_reused_and_a_reload_costs_no_502() {
     assert!(report.ok > 500, "{report:?}");
     assert_eq!((report.non_2xx, report.failures.len()), (0, 0), "{report:?}");
 }
+
+#[test]
+fn access_log_has_a_line_for_responses_that_end_abnormally() {
+    let log = temp_path("abnormal.log");
+    let server = Server::start(&[
+        "--workers",
+        "1",
+        "--access-log",
+        log.to_str().unwrap(),
+        "--",
+        bin("faults").to_str().unwrap(),
+    ]);
+    // A handler that panics before answering (500 from the server), and one
+    // that declares 10 body bytes, writes 5 and returns (connection closed).
+    assert!(exchange_raw(&server, b"GET /panic HTTP/1.1\r\nHost: a\r\n\r\n").starts_with(b"HTTP/1.1 500"));
+    let short = exchange_raw(&server, b"GET /short HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(short.starts_with(b"HTTP/1.1 200") && short.ends_with(b"12345"));
+    let lines = log_lines(&log, 2);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("\"GET /panic HTTP/1.1\" 500 ")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("\"GET /short HTTP/1.1\" 200 5 ")), "{lines:?}");
+    let _ = std::fs::remove_file(&log);
+}

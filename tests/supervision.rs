@@ -207,6 +207,8 @@ fn master_signals_sent_to_the_whole_group_do_not_hurt_workers() {
     for pid in &workers {
         kill(*pid, libc::SIGTTIN);
         kill(*pid, libc::SIGHUP);
+        kill(*pid, libc::SIGUSR1);
+        kill(*pid, libc::SIGTTOU);
     }
     std::thread::sleep(Duration::from_millis(300));
     for pid in &workers {

@@ -13,8 +13,12 @@ use crate::proto::stream::decode_pieces;
 /// The head parser never panics, and what it accepts obeys the limits.
 pub fn head(data: &[u8]) {
     static LIMITS: OnceLock<Limits> = OnceLock::new();
-    let limits = LIMITS
-        .get_or_init(|| Limits { max_request_line: 256, max_head_bytes: 1024, max_headers: 16, ..Limits::default() });
+    let limits = LIMITS.get_or_init(|| Limits {
+        max_request_line: 256,
+        max_head_bytes: 1024,
+        max_headers: 16,
+        ..Limits::default()
+    });
     if let Ok(Some((req, n))) = head::parse(data, limits) {
         assert!(n <= data.len() && n <= limits.max_head_bytes);
         assert!(req.headers().count() <= 16);

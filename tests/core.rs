@@ -11,7 +11,8 @@ use util::*;
 
 #[test]
 fn every_worker_serves_the_one_socket_the_master_bound() {
-    let server = Server::start(&["--workers", "3"]);
+    // The seed's design, kept as --balance shared (reuseport: tests/balance.rs).
+    let server = Server::start(&["--workers", "3", "--balance", "shared"]);
     assert_eq!(server.banner, format!("http-cluster listening on http://{} (3 workers)", server.addr));
     let inodes = listening_inodes(server.addr.port());
     assert_eq!(inodes.len(), 1, "exactly one listening socket on the port: no worker bound its own");

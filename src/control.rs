@@ -32,6 +32,10 @@ pub enum WorkerMsg {
     /// (SIGTERM sent to it directly, a broken channel): the master must
     /// stop counting on it and replace it.
     Draining,
+    /// It received a connection the master passed (`conn`): the master may
+    /// drop its copy. Until then the master keeps it, and gives it to
+    /// another worker if this one dies first.
+    Took,
 }
 
 /// Master → worker.
@@ -63,6 +67,7 @@ impl WorkerMsg {
             WorkerMsg::Ready => "ready\n".to_string(),
             WorkerMsg::Heartbeat { connections, requests } => format!("hb {connections} {requests}\n"),
             WorkerMsg::Draining => "draining\n".to_string(),
+            WorkerMsg::Took => "took\n".to_string(),
         }
     }
 
@@ -72,6 +77,7 @@ impl WorkerMsg {
         match words.next()? {
             "ready" => Some(WorkerMsg::Ready),
             "draining" => Some(WorkerMsg::Draining),
+            "took" => Some(WorkerMsg::Took),
             "hb" => {
                 let connections = words.next()?.parse().ok()?;
                 let requests = words.next()?.parse().ok()?;
@@ -142,7 +148,12 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        for m in [WorkerMsg::Ready, WorkerMsg::Heartbeat { connections: 3, requests: 99 }, WorkerMsg::Draining] {
+        for m in [
+            WorkerMsg::Ready,
+            WorkerMsg::Heartbeat { connections: 3, requests: 99 },
+            WorkerMsg::Draining,
+            WorkerMsg::Took,
+        ] {
             assert_eq!(WorkerMsg::parse(m.encode().as_bytes()), Some(m));
         }
         let stop = MasterMsg::Stop { idle_grace: Duration::from_millis(1500) };

@@ -213,6 +213,8 @@ struct Worker {
     retiring: bool,
     /// After a failed replacement, no new recycling attempt before this.
     recycle_hold: Option<Instant>,
+    /// Connections passed to it and not yet taken, oldest first.
+    passed: VecDeque<socket2::Socket>,
 }
 
 impl Worker {
@@ -292,6 +294,8 @@ struct Master {
     next_target: usize,
     /// After an accept error on an orphaned socket, not before this.
     orphans_paused_until: Option<Instant>,
+    /// Accepted connections waiting for a healthy worker.
+    waiting: Vec<socket2::Socket>,
     control: Option<ControlSocket>,
     started: Instant,
     workers: BTreeMap<i32, Worker>,
@@ -359,6 +363,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         slot_sockets: Vec::new(),
         next_target: 0,
         orphans_paused_until: None,
+        waiting: Vec::new(),
         control,
         started: Instant::now(),
         workers: BTreeMap::new(),
@@ -595,27 +600,37 @@ impl Master {
             log::warn!("accepting for a slot without a worker: {e}; retrying in {TICK:?}");
             self.orphans_paused_until = Some(Instant::now() + TICK);
         }
-        for conn in accepted {
-            let targets: Vec<i32> = self
-                .workers
-                .values()
-                .filter(|w| w.slot < self.slots.len() && w.healthy(Instant::now()))
-                .map(|w| w.pid.as_raw())
-                .collect();
-            let mut passed = false;
-            for k in 0..targets.len() {
-                let pid = targets[(self.next_target + k) % targets.len()];
-                let Some(w) = self.workers.get(&pid) else { continue };
-                if fdpass::send_with_fd(w.channel.as_fd(), MasterMsg::Conn.encode().as_bytes(), conn.as_fd()).is_ok() {
-                    self.next_target = self.next_target.wrapping_add(k + 1);
-                    passed = true;
-                    break;
-                }
-            }
-            if !passed {
-                log::warn!("no worker could take a connection from an orphaned slot socket; closing it");
+        // Connections nobody could take last time go first.
+        let waiting = std::mem::take(&mut self.waiting);
+        for conn in waiting.into_iter().chain(accepted) {
+            self.pass_connection(conn);
+        }
+    }
+
+    /// Sends `conn` to a healthy worker, round-robin, and keeps our copy
+    /// until the worker says it took it: a worker that dies with the
+    /// message still in its channel (killed, or stopped and then killed)
+    /// would otherwise take a connection it never saw with it.
+    fn pass_connection(&mut self, conn: socket2::Socket) {
+        let now = Instant::now();
+        let targets: Vec<i32> = self
+            .workers
+            .values()
+            .filter(|w| w.slot < self.slots.len() && w.healthy(now))
+            .map(|w| w.pid.as_raw())
+            .collect();
+        for k in 0..targets.len() {
+            let pid = targets[(self.next_target + k) % targets.len()];
+            let Some(w) = self.workers.get_mut(&pid) else { continue };
+            if fdpass::send_with_fd(w.channel.as_fd(), MasterMsg::Conn.encode().as_bytes(), conn.as_fd()).is_ok() {
+                self.next_target = self.next_target.wrapping_add(k + 1);
+                w.passed.push_back(conn);
+                return;
             }
         }
+        // No healthy worker right now (the last one just died): hold it
+        // until one is ready, as the kernel would have.
+        self.waiting.push(conn);
     }
 
     /// A live worker other than `except` serves `slot`.
@@ -631,7 +646,11 @@ impl Master {
                 Err(_) => return, // ECHILD: no children left.
             };
             let Some((pid, exit)) = classify_exit(status) else { return };
-            let Some(w) = self.workers.remove(&pid.as_raw()) else { continue };
+            let Some(mut w) = self.workers.remove(&pid.as_raw()) else { continue };
+            // Connections passed to it that it never took: to someone else.
+            for conn in std::mem::take(&mut w.passed) {
+                self.pass_connection(conn);
+            }
             let uptime = w.spawned.elapsed();
             let seen = ExitContext {
                 stopping: w.is_stopping() || self.stopping.is_some(),
@@ -999,6 +1018,10 @@ impl Worker {
                 self.connections = connections;
                 self.requests = requests;
             }
+            Some(WorkerMsg::Took) => {
+                // It holds its own descriptor now; ours can go.
+                self.passed.pop_front();
+            }
             Some(WorkerMsg::Draining) => {
                 if !self.is_stopping() {
                     log::info!("worker {} (pid {}) drains on its own; replacing it", self.slot, self.pid);
@@ -1120,6 +1143,7 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
         max_requests: 0,
         retiring: false,
         recycle_hold: None,
+        passed: VecDeque::new(),
         pid,
         channel: ours,
         lines: LineBuffer::default(),

@@ -373,11 +373,21 @@ fn read_channel(
                 MasterMsg::Stop { idle_grace } => return Err(("master asked to stop", idle_grace)),
                 MasterMsg::Reopen => reopen_logs(),
                 MasterMsg::Conn => match fds.pop_front() {
-                    Some(fd) => adopt(fd),
+                    Some(fd) => {
+                        // Acknowledged before it is served, so the master
+                        // never hands a connection we touched to another
+                        // worker. (A full channel drops the ack: the master
+                        // then holds its copy until we exit.)
+                        let _ = channel.write_all(WorkerMsg::Took.encode().as_bytes());
+                        adopt(fd)
+                    }
                     // The kernel drops descriptors a full fd table cannot
                     // take (MSG_CTRUNC): that connection is gone, the
                     // channel is fine.
-                    None => log::warn!("a connection passed by the master was lost: no descriptor arrived"),
+                    None => {
+                        let _ = channel.write_all(WorkerMsg::Took.encode().as_bytes());
+                        log::warn!("a connection passed by the master was lost: no descriptor arrived");
+                    }
                 },
             }
         }

@@ -146,3 +146,35 @@ fn a_worker_that_drains_on_its_own_is_replaced_and_gets_no_more_connections() {
     assert_eq!((done.status, done.header("connection")), (200, Some("close")), "its in-flight request completes");
     assert!(wait_until(Duration::from_secs(10), || !alive(victim) && server.worker_pids().len() == 2));
 }
+
+#[test]
+fn connections_passed_to_a_worker_that_dies_before_taking_them_are_passed_again() {
+    let server = start("2");
+    server.signal(libc::SIGTTOU);
+    assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
+    let only = server.worker_pids()[0];
+    // Stopped, it still looks healthy for a moment: the master passes it
+    // the removed slot's connections, which sit unread in its channel.
+    // SAFETY: kill(2) on the worker of the server this test started.
+    unsafe { libc::kill(only, libc::SIGSTOP) };
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+                let mut r = Reader::new(s);
+                r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+                r.response(false).map(|resp| resp.status)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: as above.
+    unsafe { libc::kill(only, libc::SIGKILL) };
+    // Every connection is served by the replacement: those queued in slot
+    // 0's socket, and those the dead worker never took, passed again.
+    for c in clients {
+        assert_eq!(c.join().unwrap().expect("served"), 200);
+    }
+}

@@ -58,30 +58,7 @@ pub fn send_with_fd(channel: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) ->
 /// The descriptor is close-on-exec.
 pub fn recv_fd(channel: BorrowedFd<'_>) -> Result<(u8, OwnedFd), RecvFdError> {
     let mut data = [0u8; 1];
-    let mut iov = [IoSliceMut::new(&mut data)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let msg = loop {
-        match recvmsg::<()>(channel.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-            Ok(m) => break m,
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => return Err(RecvFdError::Os(e)),
-        }
-    };
-    if msg.bytes == 0 {
-        return Err(RecvFdError::Closed);
-    }
-    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
-    let mut received: Vec<OwnedFd> = Vec::new();
-    for cmsg in msg.cmsgs().map_err(RecvFdError::Os)? {
-        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-            for fd in fds {
-                // SAFETY: the kernel just installed `fd` in our descriptor
-                // table for this message; nothing else refers to it, so we
-                // are its only owner and OwnedFd closes it exactly once.
-                received.push(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
-        }
-    }
+    let (_, mut received, truncated) = recv(channel, &mut data)?;
     if truncated || received.is_empty() {
         return Err(RecvFdError::NoDescriptor);
     }
@@ -93,6 +70,13 @@ pub fn recv_fd(channel: BorrowedFd<'_>) -> Result<(u8, OwnedFd), RecvFdError> {
 /// Reads what the channel has (up to `buf.len()` bytes) and the descriptors
 /// that came with it, in order. `Closed` at end of stream.
 pub fn recv_with_fds(channel: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), RecvFdError> {
+    recv(channel, buf).map(|(n, fds, _)| (n, fds))
+}
+
+/// One recvmsg: bytes read, the descriptors received, and whether the
+/// kernel had to drop descriptors (MSG_CTRUNC: no room in our buffer or
+/// our descriptor table).
+fn recv(channel: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>, bool), RecvFdError> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; 16]);
     let msg = loop {
@@ -105,17 +89,19 @@ pub fn recv_with_fds(channel: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, 
     if msg.bytes == 0 {
         return Err(RecvFdError::Closed);
     }
+    let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
     let mut received = Vec::new();
     for cmsg in msg.cmsgs().map_err(RecvFdError::Os)? {
         if let ControlMessageOwned::ScmRights(fds) = cmsg {
             for fd in fds {
-                // SAFETY: as in `recv_fd`: the kernel just installed `fd` for
-                // this message and nothing else refers to it.
+                // SAFETY: the kernel just installed `fd` in our descriptor
+                // table for this message; nothing else refers to it, so we
+                // are its only owner and OwnedFd closes it exactly once.
                 received.push(unsafe { OwnedFd::from_raw_fd(fd) });
             }
         }
     }
-    Ok((msg.bytes, received))
+    Ok((msg.bytes, received, truncated))
 }
 
 /// Takes ownership of a descriptor this process inherited at a well-known

@@ -189,7 +189,10 @@ impl AccessLog {
         let (lines, dropped) = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             pending.woken = false;
-            (std::mem::take(&mut pending.buf), std::mem::take(&mut pending.dropped))
+            // A fresh buffer at full size: connections then append without
+            // regrowing it from nothing after every flush.
+            let lines = std::mem::replace(&mut pending.buf, Vec::with_capacity(FLUSH_AT));
+            (lines, std::mem::take(&mut pending.dropped))
         };
         if dropped > 0 {
             log::warn!("access log: {dropped} lines dropped (the log could not keep up)");

@@ -165,13 +165,16 @@ fn serve(
     }
     log::info!("ready");
 
-    let (why, idle_grace) = supervise(&mut channel, &signals, &state, &ticks, &adopt);
+    // What the channel delivered so far: a partial line, descriptors whose
+    // `conn` line has not arrived yet. Kept across the drain below.
+    let (mut lines, mut passed) = (LineBuffer::default(), VecDeque::new());
+    let (why, idle_grace) = supervise(&mut channel, &mut lines, &mut passed, &signals, &state, &ticks, &adopt);
     // Tell the master (unless it asked): it must not pass us connections
     // any more, and it starts our replacement now.
     let _ = channel.write_all(WorkerMsg::Draining.encode().as_bytes());
     // Connections the master handed over just before we stopped listening
     // to it are served too (with `Connection: close`), never dropped.
-    let _ = read_channel(&mut channel, &mut LineBuffer::default(), &mut VecDeque::new(), &adopt);
+    let _ = read_channel(&mut channel, &mut lines, &mut passed, &adopt);
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     for accept in &accepting {
         // SAFETY: an accept coroutine owns only its listener and Arcs of the
@@ -308,14 +311,14 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
 /// returns why, and how long idle connections may stay for a last request.
 fn supervise(
     channel: &mut UnixStream,
+    lines: &mut LineBuffer,
+    passed: &mut VecDeque<OwnedFd>,
     signals: &SignalFd,
     state: &ServerState,
     ticks: &AtomicU64,
     adopt: &dyn Fn(OwnedFd),
 ) -> (&'static str, Duration) {
     let _ = channel.set_nonblocking(true);
-    let mut lines = LineBuffer::default();
-    let mut passed = VecDeque::new();
     let mut last_tick = 0;
     let mut last_report = Instant::now();
     loop {
@@ -335,7 +338,7 @@ fn supervise(
         if let Ok(Some(_)) = signals.read_signal() {
             return ("SIGTERM", Duration::ZERO);
         }
-        if let Err(stop) = read_channel(channel, &mut lines, &mut passed, adopt) {
+        if let Err(stop) = read_channel(channel, lines, passed, adopt) {
             return stop;
         }
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {

@@ -11,7 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::io::{Io, ReadBuf};
 
@@ -47,6 +47,14 @@ pub trait Decoder {
     fn read_deadline(&self) -> Option<Instant> {
         None
     }
+
+    /// How long the stream may stay quiet, with nothing buffered, before
+    /// the [`Read`] ends as parked (see [`Read::is_parked`]); `None`: never.
+    /// Only between items: the owner of the stream can then set it aside
+    /// cheaply and resume it with a fresh decoder later.
+    fn park_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Turns items into bytes, without doing I/O.
@@ -74,11 +82,27 @@ pub struct Read<'io, D: Decoder> {
     pub(crate) decoder: RefCell<D>,
     error: RefCell<Option<StreamError<D::Error>>>,
     ended: Cell<bool>,
+    parked: Cell<bool>,
+}
+
+/// What waiting for input brought.
+pub(crate) enum Filled {
+    More,
+    /// The peer closed its side.
+    Closed,
+    /// Nothing for [`Decoder::park_after`].
+    Quiet,
 }
 
 impl<'io, D: Decoder> Read<'io, D> {
     pub fn new(io: &'io RefCell<Io>, decoder: D) -> Self {
-        Read { io, decoder: RefCell::new(decoder), error: RefCell::new(None), ended: Cell::new(false) }
+        Read {
+            io,
+            decoder: RefCell::new(decoder),
+            error: RefCell::new(None),
+            ended: Cell::new(false),
+            parked: Cell::new(false),
+        }
     }
 
     /// The next item, or `None` when the stream ended or failed (Lua's
@@ -100,8 +124,12 @@ impl<'io, D: Decoder> Read<'io, D> {
                 Ok(Decoded::NeedMore) => {}
             }
             match self.fill() {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Filled::More) => {}
+                Ok(Filled::Quiet) => {
+                    self.parked.set(true);
+                    return self.end(None);
+                }
+                Ok(Filled::Closed) => {
                     let eof = {
                         let mut io = self.io.borrow_mut();
                         self.decoder.borrow_mut().decode_eof(&mut io.rbuf)
@@ -118,10 +146,17 @@ impl<'io, D: Decoder> Read<'io, D> {
     }
 
     /// Reads more input into the buffer (flushing output first), waiting
-    /// until the decoder's deadline. `Ok(false)`: the peer closed.
-    pub(crate) fn fill(&self) -> io::Result<bool> {
-        let deadline = self.decoder.borrow().read_deadline();
-        self.io.borrow_mut().fill(deadline).map(|n| n > 0)
+    /// until the decoder's deadline.
+    pub(crate) fn fill(&self) -> io::Result<Filled> {
+        let (deadline, park_after) = {
+            let decoder = self.decoder.borrow();
+            (decoder.read_deadline(), decoder.park_after())
+        };
+        Ok(match self.io.borrow_mut().fill_or_quiet(deadline, park_after)? {
+            None => Filled::Quiet,
+            Some(0) => Filled::Closed,
+            Some(_) => Filled::More,
+        })
     }
 
     fn end(&self, error: Option<StreamError<D::Error>>) -> Option<D::Item> {
@@ -145,6 +180,13 @@ impl<'io, D: Decoder> Read<'io, D> {
 
     pub fn is_ended(&self) -> bool {
         self.ended.get()
+    }
+
+    /// Whether the stream ended because it sat quiet between items (see
+    /// [`Decoder::park_after`]) rather than because it is over: the
+    /// connection is still open and may be resumed.
+    pub fn is_parked(&self) -> bool {
+        self.parked.get()
     }
 }
 

@@ -89,6 +89,18 @@ pub struct Limits {
     #[arg(long, env = "HTTP_CLUSTER_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 
+    /// An idle keep-alive connection quiet this long gives up its coroutine
+    /// and buffers: the worker watches its socket with a small record
+    /// instead (under 1 KiB, against 16 KiB for a parked coroutine), and
+    /// calls the handler again on a fresh coroutine when the next request
+    /// arrives. So the handler's `for req in read` loop also ends at such a
+    /// pause. 0 keeps every connection on one coroutine and one handler
+    /// call for its whole life (for handlers that keep per-connection state
+    /// between requests).
+    #[arg(long, env = "HTTP_CLUSTER_PARK_IDLE_AFTER", default_value = "1s", value_parser = parse_duration,
+          help_heading = "Connections")]
+    pub park_idle_after: Duration,
+
     /// Every connection starts with a HAProxy PROXY protocol header (v1 or
     /// v2) from the load balancer in front; handlers see the client address
     /// it carries. Connections without a valid header are closed. Enable
@@ -160,6 +172,7 @@ impl Limits {
             ("HTTP_CLUSTER_IDLE_TIMEOUT", DurationArg(self.idle_timeout).to_string()),
             ("HTTP_CLUSTER_BODY_TIMEOUT", DurationArg(self.body_timeout).to_string()),
             ("HTTP_CLUSTER_WRITE_TIMEOUT", DurationArg(self.write_timeout).to_string()),
+            ("HTTP_CLUSTER_PARK_IDLE_AFTER", DurationArg(self.park_idle_after).to_string()),
             ("HTTP_CLUSTER_PROXY_PROTOCOL", self.proxy_protocol.to_string()),
         ];
         if let Some(path) = &self.access_log {
@@ -227,6 +240,7 @@ mod tests {
             idle_timeout: Duration::from_millis(10),
             body_timeout: Duration::from_millis(11),
             write_timeout: Duration::from_millis(12),
+            park_idle_after: Duration::from_millis(13),
             proxy_protocol: true,
             access_log: Some("/var/log/x.log".into()),
         };

@@ -15,16 +15,17 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::access_log::{self, AccessLog, Entry};
-use crate::codec::{Decoded, Decoder, Encoder, Read, StreamError, Write, chain};
+use crate::codec::{Decoded, Decoder, Encoder, Filled, Read, StreamError, Write, chain};
 use crate::config::Limits;
 use crate::io::{Io, ReadBuf};
 use crate::net::Stream;
+use crate::park::{Parked, ParkingLot};
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::encode::{self, Framing, RequestInfo, Response};
 use crate::proto::head::{self, BodyKind, Request};
@@ -36,7 +37,12 @@ pub type Requests<'io> = Read<'io, RequestDecoder>;
 /// The write side a handler gets: `write.head(…)`, `write.body(…)`.
 pub type Responses<'io> = Write<'io, ResponseEncoder>;
 
-/// A request handler: a plain function of the read and write sides.
+/// A request handler: a plain function of the read and write sides. It is
+/// called once per burst of requests: when a connection sits idle past
+/// `--park-idle-after`, the `for req in read` loop ends, and if the handler
+/// then returns `Ok`, the connection parks and a later request calls it
+/// again ([`Read::is_parked`] tells this apart from the end of the
+/// connection).
 pub trait App: Fn(&Requests<'_>, &Responses<'_>) -> io::Result<()> + Send + Sync + 'static {}
 impl<F> App for F where F: Fn(&Requests<'_>, &Responses<'_>) -> io::Result<()> + Send + Sync + 'static {}
 
@@ -55,6 +61,10 @@ pub struct ServerState {
     pub requests: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnSlot>>>,
     next_id: AtomicU64,
+    /// Where idle connections wait without a coroutine; unset (tests, or a
+    /// worker that could not create it): connections idle on their own
+    /// coroutine.
+    pub parking: OnceLock<ParkingLot>,
 }
 
 /// One counted connection (see [`ServerState::admit`]).
@@ -115,6 +125,9 @@ impl ServerState {
     /// a reset.
     pub fn close_idle(&self) {
         self.closing_idle.store(true, Ordering::SeqCst);
+        if let Some(lot) = self.parking.get() {
+            lot.close_all();
+        }
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for slot in open.values() {
             if slot.idle.load(Ordering::SeqCst) {
@@ -172,6 +185,8 @@ pub struct Exchange {
     /// The protocol error that ended the connection, to be answered.
     error: Cell<Option<proto::Error>>,
     served: Cell<u64>,
+    /// When the connection last went idle between requests.
+    idle_since: Cell<Instant>,
     slot: Arc<ConnSlot>,
     /// Body bytes discarded for the current request.
     drained: Cell<u64>,
@@ -183,7 +198,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn new(limits: Arc<Limits>, server: Arc<ServerState>, slot: Arc<ConnSlot>, peer: Option<SocketAddr>) -> Exchange {
+    fn new(limits: Arc<Limits>, server: Arc<ServerState>, slot: Arc<ConnSlot>, conn: &ConnState) -> Exchange {
         Exchange {
             body_limits: BodyLimits::from(&*limits),
             limits,
@@ -193,11 +208,12 @@ impl Exchange {
             keep_alive: Cell::new(false),
             expect: Cell::new(Continue::NotExpected),
             error: Cell::new(None),
-            served: Cell::new(0),
+            served: Cell::new(conn.served),
+            idle_since: Cell::new(conn.idle_since),
             slot,
             drained: Cell::new(0),
             unread: Cell::new(Unread::Nothing),
-            peer,
+            peer: conn.peer,
             access: access_log::get(),
             entry: RefCell::new(Entry::default()),
         }
@@ -360,7 +376,9 @@ impl Decoder for RequestDecoder {
                 self.reading = Reading::Closed;
                 return Ok(Decoded::End);
             }
-            self.reading = Reading::Idle { since: Instant::now() };
+            let now = Instant::now();
+            self.ex.idle_since.set(now);
+            self.reading = Reading::Idle { since: now };
         }
         match self.reading {
             Reading::Closed | Reading::Body(_) => return Ok(Decoded::End),
@@ -412,6 +430,18 @@ impl Decoder for RequestDecoder {
             Reading::Body(_) => Some(Instant::now() + l.body_timeout),
             Reading::Closed => Some(Instant::now()),
         }
+    }
+
+    /// Between requests, unless parking is off or the worker drains (its
+    /// idle connections are about to be closed anyway).
+    fn park_after(&self) -> Option<Duration> {
+        let ex = &self.ex;
+        let after = ex.limits.park_idle_after;
+        let parkable = matches!(self.reading, Reading::Idle { .. })
+            && !after.is_zero()
+            && ex.server.parking.get().is_some()
+            && !ex.server.draining.load(Ordering::Relaxed);
+        parkable.then_some(after)
     }
 }
 
@@ -587,8 +617,9 @@ impl<'io> Read<'io, RequestDecoder> {
                 }
             }
             let (failure, cause) = match self.fill() {
-                Ok(true) => continue,
-                Ok(false) => (
+                Ok(Filled::More) => continue,
+                // (Quiet cannot happen: a decoder in a body never parks.)
+                Ok(Filled::Closed | Filled::Quiet) => (
                     io::Error::new(io::ErrorKind::UnexpectedEof, "client closed during the body"),
                     StreamError::Truncated,
                 ),
@@ -666,8 +697,8 @@ impl Write<'_, ResponseEncoder> {
     }
 }
 
-/// Serves one connection with `app` until it closes. Never panics: a
-/// panicking handler ends this connection only.
+/// Serves one connection with `app` until it closes or parks. Never
+/// panics: a panicking handler ends this connection only.
 /// `peer` is the address accept() returned (asking the socket again would
 /// cost a syscall per connection).
 pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
@@ -691,20 +722,63 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     } else {
         peer
     };
+    let conn = ConnState { peer, served: 0, idle_since: accepted };
+    run(io, (id, slot), &conn, Reading::Head { since: accepted }, app, limits, admission);
+}
+
+/// Serves a parked connection again (its next request has arrived, or its
+/// client closed), on the calling coroutine: a new call of `app`.
+pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
+    let (stream, resumed) = parked.into_stream();
+    let registered = resumed.admission.0.register(stream.as_raw_fd());
+    let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
+    let conn = ConnState { peer: resumed.peer, served: resumed.served, idle_since: resumed.idle_since };
+    let reading = Reading::Idle { since: resumed.idle_since };
+    run(io, registered, &conn, reading, app, limits, resumed.admission);
+}
+
+/// What a connection carries from one handler call to the next.
+struct ConnState {
+    peer: Option<SocketAddr>,
+    served: u64,
+    idle_since: Instant,
+}
+
+/// Runs the handler chain on a connection, then closes it, or parks it if
+/// the handler's loop ended on a quiet pause.
+fn run(
+    io: Io,
+    (id, slot): (u64, Arc<ConnSlot>),
+    conn: &ConnState,
+    reading: Reading,
+    app: &dyn App,
+    limits: &Arc<Limits>,
+    admission: Admission,
+) {
+    let server = &admission.0;
     let io = RefCell::new(io);
-    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, peer));
-    let decoder = RequestDecoder { ex: ex.clone(), reading: Reading::Head { since: accepted } };
+    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, conn));
+    let decoder = RequestDecoder { ex: ex.clone(), reading };
     let encoder = ResponseEncoder { ex: ex.clone() };
     let run = chain(
         decoder,
         |read: &Requests<'_>, write: &Responses<'_>| {
             let result = app(read, write);
-            (result, read.take_error())
+            (result, read.take_error(), read.is_parked())
         },
         encoder,
     );
     let outcome = catch_unwind(AssertUnwindSafe(|| run(&io)));
     let mut io = io.into_inner();
+    // Parked only if the handler returned normally after its loop ended on
+    // the pause, with nothing half-written: the socket alone then holds the
+    // connection's state.
+    if matches!(outcome, Ok((Ok(()), None, true))) && ex.writing.get() == Writing::Idle && io.is_settled() {
+        server.deregister(id);
+        park(io, &ex, admission);
+        return;
+    }
+    let outcome = outcome.map(|(result, error, _)| (result, error));
     let linger = finish_connection(&ex, &mut io, outcome);
     // A response that ended abnormally (the handler failed or panicked
     // after its head, the client went away) is logged too; once only.
@@ -712,6 +786,19 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     server.deregister(id);
     io.close(linger);
     drop(admission);
+}
+
+/// Hands an idle connection to the worker's parking lot, its idle timeout
+/// still counted from when it went idle.
+fn park(io: Io, ex: &Exchange, admission: Admission) {
+    let server = admission.0.clone();
+    let Some(lot) = server.parking.get() else {
+        io.close(false);
+        return;
+    };
+    let idle_since = ex.idle_since.get();
+    let deadline = idle_since + ex.limits.idle_timeout;
+    lot.park(Parked::new(io.into_stream(), ex.peer, ex.served.get(), idle_since, admission), deadline);
 }
 
 /// Why a connection behind `--proxy-protocol` was closed before any request.

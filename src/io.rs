@@ -158,7 +158,22 @@ impl Io {
     /// and waits for readability without them: idle connections are most
     /// connections, and their memory is what a server's capacity is made of.
     pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+        Ok(self.fill_or_quiet(deadline, None)?.unwrap_or(0))
+    }
+
+    /// [`Io::fill`], except that with nothing buffered a first wait of
+    /// `quiet_after` that brings no input returns `Ok(None)` instead of
+    /// waiting on: the caller then puts the connection aside without its
+    /// coroutine (see `park`). Only when the deadline is further away than
+    /// twice that, so a connection about to time out is not moved for
+    /// nothing.
+    pub fn fill_or_quiet(
+        &mut self,
+        deadline: Option<Instant>,
+        quiet_after: Option<Duration>,
+    ) -> io::Result<Option<usize>> {
         self.flush()?;
+        let stage = quiet_after.unwrap_or(RELEASE_AFTER);
         let mut released = false;
         loop {
             let left = match deadline {
@@ -171,8 +186,8 @@ impl Io {
                 }
                 None => None,
             };
-            let staged = !released && self.rbuf.is_empty() && left.is_none_or(|l| l > 2 * RELEASE_AFTER);
-            self.set_read_timeout(if staged { Some(RELEASE_AFTER) } else { left.map(timer_interval) })?;
+            let staged = !released && self.rbuf.is_empty() && left.is_none_or(|l| l > 2 * stage);
+            self.set_read_timeout(if staged { Some(stage) } else { left.map(timer_interval) })?;
             if released {
                 match self.stream.peek(&mut [0u8; 1]) {
                     Ok(_) => {} // readable, or end of stream: read it below
@@ -190,9 +205,12 @@ impl Io {
             match self.stream.read(spare) {
                 Ok(n) => {
                     self.rbuf.filled(n);
-                    return Ok(n);
+                    return Ok(Some(n));
                 }
                 Err(e) if staged && e.kind() == io::ErrorKind::TimedOut => {
+                    if quiet_after.is_some() {
+                        return Ok(None);
+                    }
                     self.rbuf.release();
                     self.wbuf = Vec::new();
                     released = true;
@@ -201,6 +219,17 @@ impl Io {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Whether nothing is buffered either way and no write failed: the
+    /// socket alone is the connection's state.
+    pub fn is_settled(&self) -> bool {
+        self.rbuf.is_empty() && self.wbuf.is_empty() && !self.broken
+    }
+
+    /// The socket, without the buffers (see [`Io::is_settled`]).
+    pub fn into_stream(self) -> Stream {
+        self.stream
     }
 
     /// Setting it costs a setsockopt syscall (may mirrors it into

@@ -51,6 +51,7 @@ pub mod listen;
 pub mod logging;
 pub mod master;
 pub mod net;
+pub mod park;
 pub mod proto;
 pub mod status;
 pub mod worker;

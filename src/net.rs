@@ -150,6 +150,41 @@ impl Stream {
     }
 }
 
+/// Which kind of [`Stream`] a bare descriptor was (see [`Stream::into_fd`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Tcp,
+    Unix,
+}
+
+impl Stream {
+    /// Takes the socket out of may (its epoll registration is dropped) so
+    /// that something else can watch it; [`Stream::from_fd`] hands it back.
+    pub fn into_fd(self) -> (OwnedFd, Family) {
+        let (raw, family) = match self {
+            Stream::Tcp(s) => (s.into_raw_fd(), Family::Tcp),
+            Stream::Unix(s) => (s.into_raw_fd(), Family::Unix),
+        };
+        // SAFETY: `into_raw_fd` gave up ownership of `raw`; nothing else
+        // holds or closes it.
+        (unsafe { OwnedFd::from_raw_fd(raw) }, family)
+    }
+
+    /// Registers a connected socket from [`Stream::into_fd`] with may again.
+    /// (may panics if epoll cannot take it: out of kernel memory.)
+    pub fn from_fd(fd: OwnedFd, family: Family) -> Stream {
+        let raw = fd.into_raw_fd();
+        // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
+        // may's stream, and `family` is the kind it was taken out as.
+        unsafe {
+            match family {
+                Family::Tcp => Stream::Tcp(TcpStream::from_raw_fd(raw)),
+                Family::Unix => Stream::Unix(UnixStream::from_raw_fd(raw)),
+            }
+        }
+    }
+}
+
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
         match self {

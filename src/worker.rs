@@ -21,6 +21,7 @@ use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::net::{Listener, ListenerError, Stream};
+use crate::park::ParkingLot;
 
 /// The descriptor number the master puts the channel on (as libuv's
 /// `stdio = {0, 1, 2, pipe}` does).
@@ -43,6 +44,12 @@ pub const STACK_WORDS: usize = 64 * 1024 / std::mem::size_of::<usize>();
 /// per core; a second scheduler thread in each process would only add
 /// cross-core wakeups and lock traffic.
 pub const MAY_THREADS: usize = 1;
+
+/// Finished coroutines may keeps for reuse (may's default: 1000, created
+/// up front). A pooled coroutine keeps the stack pages it touched; reuse
+/// only matters for connections that come and go faster than a few
+/// hundred at a time, and idle ones park without a coroutine anyway.
+pub const COROUTINE_POOL: usize = 256;
 
 /// Why a worker could not start.
 #[derive(Debug)]
@@ -139,7 +146,11 @@ fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, Vec<Listener>, UnixStr
 /// core 0; the kernel spreads processes over the cores `taskset` allows),
 /// and a deliberate stack size.
 fn configure_may() {
-    may::config().set_workers(MAY_THREADS).set_stack_size(STACK_WORDS).set_worker_pin(false);
+    may::config()
+        .set_workers(MAY_THREADS)
+        .set_stack_size(STACK_WORDS)
+        .set_pool_capacity(COROUTINE_POOL)
+        .set_worker_pin(false);
 }
 
 fn serve(
@@ -150,6 +161,9 @@ fn serve(
     signals: SignalFd,
 ) -> ! {
     let state = Arc::new(ServerState::default());
+    if !limits.park_idle_after.is_zero() {
+        start_parking(&state, &app, &limits);
+    }
     let accepting: Vec<_> =
         listeners.into_iter().map(|l| spawn_accept_loop(l, app.clone(), limits.clone(), state.clone())).collect();
     // Connections the master accepted for us (see MasterMsg::Conn).
@@ -244,6 +258,39 @@ fn spawn_accept_loop(
     }
 }
 
+/// Creates the worker's parking lot for idle connections and its watcher
+/// thread, which resumes each one on a fresh coroutine. Without it (the
+/// kernel refused an epoll instance or a thread), idle connections simply
+/// keep their coroutine.
+fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limits>) {
+    let lot = match ParkingLot::new() {
+        Ok(lot) => lot,
+        Err(e) => {
+            log::warn!("cannot park idle connections ({e}); they keep their coroutines");
+            return;
+        }
+    };
+    let _ = state.parking.set(lot);
+    let (state, app, limits) = (state.clone(), app.clone(), limits.clone());
+    let resume = move |conn| {
+        let (app, limits) = (app.clone(), limits.clone());
+        // On failure the closure, and the connection in it, is dropped:
+        // closed, like any idle connection the server cannot keep.
+        if let Err(e) = spawn(move || conn::resume(conn, &*app, &limits)) {
+            log::error!("cannot start a connection coroutine: {e}");
+        }
+    };
+    let watcher = move || {
+        if let Some(lot) = state.parking.get() {
+            lot.watch(&resume)
+        }
+    };
+    if let Err(e) = std::thread::Builder::new().name("park".into()).spawn(watcher) {
+        log::error!("cannot start the idle-connection watcher: {e}");
+        std::process::exit(control::EXIT_BOOT_ERROR);
+    }
+}
+
 /// Serves one accepted connection on its own coroutine, counted from now
 /// until its last byte is flushed.
 fn serve_connection(
@@ -320,6 +367,7 @@ fn supervise(
 ) -> (&'static str, Duration) {
     let _ = channel.set_nonblocking(true);
     let mut last_tick = 0;
+    let mut trimmed_at = 0;
     let mut last_report = Instant::now();
     loop {
         let access_log = crate::access_log::get();
@@ -345,6 +393,9 @@ fn supervise(
             last_report = Instant::now();
             if let Some(log) = crate::access_log::get() {
                 log.flush();
+            }
+            if let Some(lot) = state.parking.get() {
+                lot.give_back_memory(&mut trimmed_at);
             }
             if report(channel, state, ticks, &mut last_tick).is_err() {
                 return ("master closed the channel", Duration::ZERO);

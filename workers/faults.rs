@@ -8,6 +8,8 @@
 //! - `/status?N` answers status N with a 5-byte body (dropped for 204/304);
 //! - `/short` declares 10 body bytes and writes 5 (a broken handler);
 //! - `/peer` answers the client address the handler sees (`-` if none);
+//! - `/nth` answers how many requests this call of the handler has seen
+//!   (a parked idle connection resumes on a new call: 1 again);
 //! - anything else: `ok` and the worker's pid.
 
 use std::time::Duration;
@@ -15,7 +17,9 @@ use std::time::Duration;
 use http_cluster::{Requests, Response, Responses};
 
 fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
+    let mut nth = 0u64;
     for req in read {
+        nth += 1;
         let ms: u64 = req.query().and_then(|q| q.parse().ok()).unwrap_or(0);
         match req.path() {
             "/panic" => panic!("handler panicked on purpose"),
@@ -30,6 +34,10 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
             "/peer" => {
                 let peer = read.peer_addr().map_or_else(|| "-".to_string(), |a| a.to_string());
                 write.respond(Response::new(200), peer.as_bytes())?;
+                continue;
+            }
+            "/nth" => {
+                write.respond(Response::new(200), nth.to_string().as_bytes())?;
                 continue;
             }
             "/short" => {

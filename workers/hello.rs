@@ -15,7 +15,8 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
         // Write the response head and body; the length frames it.
         write.respond(Response::new(200).content_type("text/plain"), b"Hello, world!")?;
     }
-    // Returning closes the connection.
+    // Returning closes the connection, unless the loop ended because the
+    // connection went idle: then it parks until its next request.
     Ok(())
 }
 

@@ -1,0 +1,230 @@
+//! Idle keep-alive connections without a coroutine.
+//!
+//! A coroutine waiting for a connection's next request costs the stack pages
+//! it touched (12 KiB or more) for as long as the client stays quiet, and
+//! most of a server's connections are quiet most of the time. After
+//! `--park-idle-after`, a connection's handler loop ends and its socket
+//! moves here: one record of about a hundred bytes, watched by one epoll
+//! instance on one thread per worker. When the next request arrives (or the
+//! client closes), the socket goes back to may on a fresh coroutine; when
+//! the idle timeout passes first, it is closed here. A drain closes every
+//! parked connection at once, which is what a drain does to idle ones.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+
+use crate::conn::Admission;
+use crate::net::{Family, Stream};
+
+/// Longest the watcher sleeps without looking at deadlines: bounds how late
+/// a parked connection's idle timeout may fire when none was due at the
+/// start of the wait.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Everything a parked connection needs to be served again. Dropping it
+/// closes the socket and un-counts the connection.
+pub struct Parked {
+    fd: OwnedFd,
+    family: Family,
+    pub peer: Option<SocketAddr>,
+    /// Requests served on the connection so far (for
+    /// `--max-requests-per-conn`).
+    pub served: u64,
+    /// When the connection went idle: its idle timeout runs from here.
+    pub idle_since: Instant,
+    pub admission: Admission,
+}
+
+impl Parked {
+    pub fn new(
+        stream: Stream,
+        peer: Option<SocketAddr>,
+        served: u64,
+        idle_since: Instant,
+        admission: Admission,
+    ) -> Self {
+        let (fd, family) = stream.into_fd();
+        Parked { fd, family, peer, served, idle_since, admission }
+    }
+
+    /// The socket, registered with may again (on the calling coroutine's
+    /// scheduler), and the rest of the record.
+    pub fn into_stream(self) -> (Stream, Resumed) {
+        let Parked { fd, family, peer, served, idle_since, admission } = self;
+        (Stream::from_fd(fd, family), Resumed { peer, served, idle_since, admission })
+    }
+}
+
+/// A [`Parked`] record without its socket.
+pub struct Resumed {
+    pub peer: Option<SocketAddr>,
+    pub served: u64,
+    pub idle_since: Instant,
+    pub admission: Admission,
+}
+
+struct Lot {
+    next_key: u64,
+    parked: HashMap<u64, (Parked, Instant)>,
+    /// (idle deadline, key), earliest first.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// Set by a drain: everything parked was closed, and nothing more may
+    /// park.
+    closed: bool,
+}
+
+/// The parked connections of one worker and the epoll instance watching
+/// them.
+pub struct ParkingLot {
+    epoll: Epoll,
+    lot: Mutex<Lot>,
+    /// Connections parked since the start (see [`ParkingLot::give_back_memory`]).
+    parked_total: AtomicU64,
+}
+
+/// Parks between two heap trims, at least.
+const TRIM_EVERY: u64 = 256;
+
+impl std::fmt::Debug for ParkingLot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkingLot").field("parked", &self.len()).finish()
+    }
+}
+
+impl ParkingLot {
+    pub fn new() -> io::Result<ParkingLot> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
+        let lot = Lot { next_key: 0, parked: HashMap::new(), deadlines: BTreeSet::new(), closed: false };
+        Ok(ParkingLot { epoll, lot: Mutex::new(lot), parked_total: AtomicU64::new(0) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lot> {
+        self.lot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Watches `conn` until it becomes readable or `deadline` passes. A
+    /// connection that cannot be watched (the lot is closed by a drain, or
+    /// epoll refuses it) is closed: it was idle, so nothing is lost.
+    pub fn park(&self, conn: Parked, deadline: Instant) {
+        let mut lot = self.lock();
+        if lot.closed {
+            return;
+        }
+        let key = lot.next_key;
+        lot.next_key += 1;
+        // One-shot: the first event hands the socket back, and no second
+        // event can race the hand-over.
+        let flags = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP | EpollFlags::EPOLLONESHOT;
+        if let Err(e) = self.epoll.add(conn.fd.as_fd(), EpollEvent::new(flags, key)) {
+            log::warn!("cannot watch an idle connection ({e}); closing it");
+            return;
+        }
+        lot.deadlines.insert((deadline, key));
+        self.parked_total.fetch_add(1, Ordering::Relaxed);
+        lot.parked.insert(key, (conn, deadline));
+    }
+
+    /// Closes every parked connection, and every one parked from now on.
+    pub fn close_all(&self) {
+        let mut lot = self.lock();
+        lot.closed = true;
+        lot.deadlines.clear();
+        // Dropping closes each socket (which also removes it from epoll).
+        lot.parked.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().parked.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Returns freed heap memory to the kernel after many connections
+    /// parked. Parking frees each one's buffers (a few KiB of heap), but
+    /// glibc keeps freed memory below the top of its heaps mapped: after a
+    /// wave of connections goes idle, the process would stay as large as at
+    /// its busiest. Called from the worker's main thread every heartbeat;
+    /// `seen` is the caller's count at its last trim.
+    pub fn give_back_memory(&self, seen: &mut u64) {
+        let total = self.parked_total.load(Ordering::Relaxed);
+        if total.saturating_sub(*seen) < TRIM_EVERY {
+            return;
+        }
+        *seen = total;
+        #[cfg(target_env = "gnu")]
+        // SAFETY: malloc_trim only walks glibc's own heaps under their
+        // locks; it has no preconditions.
+        unsafe {
+            nix::libc::malloc_trim(0);
+        }
+    }
+
+    /// Takes `key` out of the lot and out of epoll.
+    fn take(&self, lot: &mut Lot, key: u64) -> Option<Parked> {
+        let (conn, deadline) = lot.parked.remove(&key)?;
+        lot.deadlines.remove(&(deadline, key));
+        let _ = self.epoll.delete(conn.fd.as_fd());
+        Some(conn)
+    }
+
+    /// The watcher: hands readable connections to `resume` and closes the
+    /// ones whose idle timeout passed. Runs for the life of the process.
+    pub fn watch(&self, resume: &dyn Fn(Parked)) -> ! {
+        let mut events = vec![EpollEvent::empty(); 256];
+        loop {
+            let wait = {
+                let lot = self.lock();
+                let now = Instant::now();
+                lot.deadlines.first().map_or(MAX_WAIT, |(d, _)| d.saturating_duration_since(now).min(MAX_WAIT))
+            };
+            // Rounded up to whole milliseconds, so a deadline that is
+            // microseconds away does not spin.
+            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            let n = match self.epoll.wait(&mut events, EpollTimeout::from(ms)) {
+                Ok(n) => n,
+                Err(nix::Error::EINTR) => 0,
+                Err(e) => {
+                    // Nothing here can fix a broken epoll instance: stop
+                    // parking (a drain or the idle connections' clients
+                    // will close what is parked) and say so.
+                    log::error!("the idle-connection watcher failed: {e}; idle connections are closed");
+                    self.close_all();
+                    loop {
+                        std::thread::park();
+                    }
+                }
+            };
+            let mut ready = Vec::with_capacity(n);
+            {
+                let mut lot = self.lock();
+                for ev in &events[..n] {
+                    if let Some(conn) = self.take(&mut lot, ev.data()) {
+                        ready.push(conn);
+                    }
+                }
+                let now = Instant::now();
+                while let Some(&(deadline, key)) = lot.deadlines.first() {
+                    if deadline > now {
+                        break;
+                    }
+                    // The idle timeout: close, as a connection on its
+                    // coroutine would.
+                    drop(self.take(&mut lot, key));
+                }
+            }
+            // Outside the lock: spawning may allocate a stack.
+            for conn in ready {
+                resume(conn);
+            }
+        }
+    }
+}

@@ -2,6 +2,10 @@
 //! process with one may thread per core. Not a cluster worker: it binds its
 //! own port (`--bind ADDR`, or `MINIHTTP_BIND`, default 127.0.0.1:8081) and
 //! prints `minihttp listening on http://ADDR` when it accepts.
+//!
+//! `--pin` keeps may's default of pinning worker thread i to core i, which
+//! is how may_minihttp runs out of the box (its examples configure nothing);
+//! without it, threads are not pinned, like our workers.
 
 use std::io;
 
@@ -21,18 +25,19 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let mut bind = std::env::var("MINIHTTP_BIND").unwrap_or_else(|_| "127.0.0.1:8081".to_string());
     let mut threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut pin = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bind" => bind = args.next().unwrap_or(bind),
             "--threads" => threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(threads),
+            "--pin" => pin = true,
             other => {
-                eprintln!("usage: minihttp [--bind ADDR] [--threads N] (unknown argument {other:?})");
+                eprintln!("usage: minihttp [--bind ADDR] [--threads N] [--pin] (unknown argument {other:?})");
                 std::process::exit(2);
             }
         }
     }
-    // Same scheduling rules as our workers: no pinning, so `taskset` decides.
-    may::config().set_workers(threads).set_worker_pin(false);
+    may::config().set_workers(threads).set_worker_pin(pin);
     let listener = std::net::TcpListener::bind(&bind).and_then(|l| l.local_addr());
     let addr = match listener {
         Ok(addr) => addr,

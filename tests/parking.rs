@@ -141,3 +141,23 @@ fn a_parked_connection_that_wakes_during_a_reload_is_answered_by_its_old_worker(
     assert!(r.at_eof());
     assert!(wait_until(Duration::from_secs(10), || !alive(old[0])), "old worker exited");
 }
+
+#[test]
+fn a_unix_socket_connection_parks_and_resumes_too() {
+    let f = faults();
+    let sock = temp_path("park.sock");
+    let bind = format!("unix:{}", sock.display());
+    let _server = Server::start(&["--workers", "1", "--bind", &bind, "--park-idle-after", "300ms", "--", &f]);
+    let stream = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = Reader::new(stream);
+    let mut nth = || {
+        r.get_mut().write_all(b"GET /nth HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        String::from_utf8(r.response(false).unwrap().body).unwrap()
+    };
+    assert_eq!(nth(), "1");
+    assert_eq!(nth(), "2");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(nth(), "1", "resumed on a new handler call");
+    assert_eq!(nth(), "2");
+}

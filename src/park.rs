@@ -94,7 +94,7 @@ const TRIM_EVERY: u64 = 256;
 
 impl std::fmt::Debug for ParkingLot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ParkingLot").field("parked", &self.len()).finish()
+        f.debug_struct("ParkingLot").field("parked", &self.lock().parked.len()).finish()
     }
 }
 
@@ -138,14 +138,6 @@ impl ParkingLot {
         lot.deadlines.clear();
         // Dropping closes each socket (which also removes it from epoll).
         lot.parked.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().parked.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Returns freed heap memory to the kernel after many connections

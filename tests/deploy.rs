@@ -29,16 +29,6 @@ fn unix_connect(path: &std::path::Path) -> UnixStream {
     s
 }
 
-fn status_json(server: &Server) -> serde_json::Value {
-    let out = Command::new(bin("http-cluster"))
-        .args(["status", "--json", "--control-socket"])
-        .arg(&server.control)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
-}
-
 #[test]
 fn serves_ipv4_ipv6_and_unix_listeners_at_once() {
     let sock = temp_path("web.sock");

@@ -474,3 +474,14 @@ pub fn socket_inodes_of(pid: i32) -> Vec<String> {
         })
         .collect()
 }
+
+/// `http-cluster status --json` against the server's control socket.
+pub fn status_json(server: &Server) -> serde_json::Value {
+    let out = Command::new(bin("http-cluster"))
+        .args(["status", "--json", "--control-socket"])
+        .arg(&server.control)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+}

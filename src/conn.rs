@@ -729,18 +729,20 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
 /// Serves a parked connection again (its next request has arrived, or its
 /// client closed), on the calling coroutine: a new call of `app`.
 pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
-    let (stream, resumed) = parked.into_stream();
-    let registered = resumed.admission.0.register(stream.as_raw_fd());
+    let (stream, conn, admission) = parked.into_parts();
+    let registered = admission.0.register(stream.as_raw_fd());
     let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
-    let conn = ConnState { peer: resumed.peer, served: resumed.served, idle_since: resumed.idle_since };
-    let reading = Reading::Idle { since: resumed.idle_since };
-    run(io, registered, &conn, reading, app, limits, resumed.admission);
+    let reading = Reading::Idle { since: conn.idle_since };
+    run(io, registered, &conn, reading, app, limits, admission);
 }
 
-/// What a connection carries from one handler call to the next.
-struct ConnState {
+/// What a connection carries from one handler call to the next (through
+/// the parking lot).
+pub struct ConnState {
     peer: Option<SocketAddr>,
+    /// Requests served so far (for `--max-requests-per-conn`).
     served: u64,
+    /// When the connection last went idle: its idle timeout runs from here.
     idle_since: Instant,
 }
 
@@ -798,7 +800,8 @@ fn park(io: Io, ex: &Exchange, admission: Admission) {
     };
     let idle_since = ex.idle_since.get();
     let deadline = idle_since + ex.limits.idle_timeout;
-    lot.park(Parked::new(io.into_stream(), ex.peer, ex.served.get(), idle_since, admission), deadline);
+    let conn = ConnState { peer: ex.peer, served: ex.served.get(), idle_since };
+    lot.park(Parked::new(io.into_stream(), conn, admission), deadline);
 }
 
 /// Why a connection behind `--proxy-protocol` was closed before any request.

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -20,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
-use crate::conn::Admission;
+use crate::conn::{Admission, ConnState};
 use crate::net::{Family, Stream};
 
 /// Longest the watcher sleeps without looking at deadlines: bounds how late
@@ -33,41 +32,21 @@ const MAX_WAIT: Duration = Duration::from_secs(1);
 pub struct Parked {
     fd: OwnedFd,
     family: Family,
-    pub peer: Option<SocketAddr>,
-    /// Requests served on the connection so far (for
-    /// `--max-requests-per-conn`).
-    pub served: u64,
-    /// When the connection went idle: its idle timeout runs from here.
-    pub idle_since: Instant,
-    pub admission: Admission,
+    conn: ConnState,
+    admission: Admission,
 }
 
 impl Parked {
-    pub fn new(
-        stream: Stream,
-        peer: Option<SocketAddr>,
-        served: u64,
-        idle_since: Instant,
-        admission: Admission,
-    ) -> Self {
+    pub fn new(stream: Stream, conn: ConnState, admission: Admission) -> Self {
         let (fd, family) = stream.into_fd();
-        Parked { fd, family, peer, served, idle_since, admission }
+        Parked { fd, family, conn, admission }
     }
 
     /// The socket, registered with may again (on the calling coroutine's
     /// scheduler), and the rest of the record.
-    pub fn into_stream(self) -> (Stream, Resumed) {
-        let Parked { fd, family, peer, served, idle_since, admission } = self;
-        (Stream::from_fd(fd, family), Resumed { peer, served, idle_since, admission })
+    pub fn into_parts(self) -> (Stream, ConnState, Admission) {
+        (Stream::from_fd(self.fd, self.family), self.conn, self.admission)
     }
-}
-
-/// A [`Parked`] record without its socket.
-pub struct Resumed {
-    pub peer: Option<SocketAddr>,
-    pub served: u64,
-    pub idle_since: Instant,
-    pub admission: Admission,
 }
 
 struct Lot {

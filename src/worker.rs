@@ -189,7 +189,6 @@ fn serve(
     // Connections the master handed over just before we stopped listening
     // to it are served too (with `Connection: close`), never dropped.
     let _ = read_channel(&mut channel, &mut lines, &mut passed, &adopt);
-    log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     for accept in &accepting {
         // SAFETY: an accept coroutine owns only its listener and Arcs of the
         // app and state; it holds no lock and nothing observes its half-done
@@ -198,6 +197,9 @@ fn serve(
         unsafe { accept.coroutine().cancel() };
     }
     state.begin_drain();
+    // Logged once the drain is in effect: from here on, every response
+    // this worker writes carries `Connection: close`.
+    log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     let close_idle_at = Instant::now() + idle_grace;
     let mut idle_closed = false;
     let mut last_tick = 0;

@@ -126,6 +126,14 @@ fn a_parked_connection_that_wakes_during_a_reload_is_answered_by_its_old_worker(
         "no reload; stderr:\n{}",
         server.stderr()
     );
+    // "reload complete" means the master told the old worker to stop; the
+    // worker hears it a moment later. Its log line says the drain is on.
+    let draining = format!("[{}] draining (", old[0]);
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stderr().contains(&draining)),
+        "old worker never drained; stderr:\n{}",
+        server.stderr()
+    );
     // Inside the retiring worker's idle grace: its client's request is
     // served, with Connection: close, rather than reset.
     r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();

@@ -1,6 +1,6 @@
 //! Codec costs in ns per request, so regressions show without a network:
-//! parsing a typical browser request head, encoding a response head, and
-//! decoding a chunked body. Run: `cargo bench --bench codec`.
+//! parsing a typical browser request head, encoding a response head, the
+//! Date header, and decoding a chunked body. Run: `cargo bench --bench codec`.
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use http_cluster::Limits;
@@ -51,6 +51,11 @@ fn encode_response(c: &mut Criterion) {
     });
 }
 
+/// Every response reads the clock for its Date header.
+fn date_header(c: &mut Criterion) {
+    c.bench_function("date header (cached)", |b| b.iter(http_cluster::proto::date::now));
+}
+
 fn decode_chunked(c: &mut Criterion) {
     let mut body = Vec::new();
     for _ in 0..64 {
@@ -82,5 +87,5 @@ fn decode_chunked(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse_head, encode_response, decode_chunked);
+criterion_group!(benches, parse_head, encode_response, date_header, decode_chunked);
 criterion_main!(benches);

@@ -21,7 +21,7 @@ static CACHE: DateCache = DateCache { stamp: AtomicU64::new(0), words: [const { 
 
 /// The current date in IMF-fixdate form (RFC 9110 §5.6.7).
 pub fn now() -> [u8; DATE_LEN] {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = unix_seconds();
     let want = secs << 1;
     let seen = CACHE.stamp.load(Ordering::Acquire);
     if seen == want {
@@ -47,6 +47,17 @@ pub fn now() -> [u8; DATE_LEN] {
         CACHE.stamp.store(want, Ordering::Release);
     }
     date
+}
+
+/// Whole seconds since the epoch from the coarse clock: it is read once per
+/// response, and the coarse clock is a plain load from the vDSO page where
+/// the precise one also reads the TSC. Its tick (a few milliseconds at
+/// most) is far below the header's one-second resolution.
+fn unix_seconds() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
+        Ok(ts) => u64::try_from(ts.tv_sec()).unwrap_or(0),
+        Err(_) => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    }
 }
 
 fn render(secs: u64) -> [u8; DATE_LEN] {

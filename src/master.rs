@@ -476,27 +476,8 @@ impl Master {
     }
 
     fn read_channels(&mut self) {
-        let mut buf = [0u8; 512];
         for w in self.workers.values_mut() {
-            loop {
-                match w.channel.read(&mut buf) {
-                    Ok(0) => break, // EOF: the exit is seen by reap_workers.
-                    Ok(n) => match w.lines.feed(&buf[..n]) {
-                        Ok(lines) => {
-                            for line in lines {
-                                w.handle_message(&line, self.cfg.graceful_timeout);
-                            }
-                        }
-                        Err(control::LineTooLong) => {
-                            log::error!("worker {} (pid {}): garbage on its channel; killing it", w.slot, w.pid);
-                            let _ = kill(w.pid, Signal::SIGKILL);
-                            break;
-                        }
-                    },
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => break, // WouldBlock (nothing more) or a dead peer.
-                }
-            }
+            w.read_messages(self.cfg.graceful_timeout);
         }
     }
 
@@ -647,6 +628,10 @@ impl Master {
             };
             let Some((pid, exit)) = classify_exit(status) else { return };
             let Some(mut w) = self.workers.remove(&pid.as_raw()) else { continue };
+            // What it wrote before dying is still in the channel: a `took`
+            // there means it had that connection, which must not be served
+            // a second time by another worker.
+            w.read_messages(self.cfg.graceful_timeout);
             // Connections passed to it that it never took: to someone else.
             for conn in std::mem::take(&mut w.passed) {
                 self.pass_connection(conn);
@@ -1034,6 +1019,30 @@ impl Worker {
                 self.pid,
                 String::from_utf8_lossy(line)
             ),
+        }
+    }
+
+    /// Handles every complete message waiting in the channel.
+    fn read_messages(&mut self, graceful_timeout: Duration) {
+        let mut buf = [0u8; 512];
+        loop {
+            match self.channel.read(&mut buf) {
+                Ok(0) => break, // EOF: the exit is seen by reap_workers.
+                Ok(n) => match self.lines.feed(&buf[..n]) {
+                    Ok(lines) => {
+                        for line in lines {
+                            self.handle_message(&line, graceful_timeout);
+                        }
+                    }
+                    Err(control::LineTooLong) => {
+                        log::error!("worker {} (pid {}): garbage on its channel; killing it", self.slot, self.pid);
+                        let _ = kill(self.pid, Signal::SIGKILL);
+                        break;
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // WouldBlock (nothing more) or a dead peer.
+            }
         }
     }
 

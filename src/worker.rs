@@ -234,21 +234,22 @@ fn spawn_accept_loop(
 ) -> coroutine::JoinHandle<()> {
     let accept = move || {
         loop {
-            let accepted = listener.accept();
-            if state.draining.load(Ordering::SeqCst) {
-                break;
-            }
-            let (stream, peer) = match accepted {
-                Ok(s) => s,
+            match listener.accept() {
+                // Served even when the drain began meanwhile: it was taken
+                // off the queue, so nobody else can answer it (it gets
+                // `Connection: close`).
+                Ok((stream, peer)) => serve_connection(stream, peer, &app, &limits, &state),
+                Err(_) if state.draining.load(Ordering::SeqCst) => break,
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, go on. The
                     // connection stays queued in the kernel.
                     log::warn!("accept: {e}");
                     coroutine::sleep(Duration::from_millis(10));
-                    continue;
                 }
-            };
-            serve_connection(stream, peer, &app, &limits, &state);
+            }
+            if state.draining.load(Ordering::SeqCst) {
+                break;
+            }
         }
     };
     match spawn(accept) {

@@ -354,7 +354,12 @@ fn access_log_uses_the_combined_format_and_reopens_on_sigusr1() {
     let rotated = temp_path("access.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     server.signal(libc::SIGUSR1);
-    assert!(wait_until(Duration::from_secs(5), || log.exists()), "every worker reopens the path");
+    // The file reappears when the first worker reopens it; wait for both.
+    assert!(
+        wait_until(Duration::from_secs(5), || server.stderr().matches("access log reopened").count() == 2),
+        "every worker reopens the path"
+    );
+    assert!(log.exists());
     for _ in 0..4 {
         assert_eq!(get(&server, "/after").status, 404);
     }

@@ -122,7 +122,7 @@ fn sighup_reload_under_wrk_has_no_errors() {
     let out = wrk.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
-    assert!(server.stderr().contains("reload complete"), "{}", server.stderr());
+    assert!(wait_until(Duration::from_secs(10), || server.stderr().contains("reload complete")), "{}", server.stderr());
     assert!(text.contains("Requests/sec"), "{text}");
     assert!(!text.contains("Socket errors"), "wrk saw socket errors during the reload:\n{text}");
     assert!(!text.contains("Non-2xx"), "wrk saw non-2xx responses during the reload:\n{text}");

@@ -74,7 +74,7 @@ fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
     // Forked is not ready: until it is, the master serves slot 1's queue
     // through worker 0.
     let new = server.worker_pids().into_iter().find(|p| !before.contains(p)).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || server.stderr().contains(&format!("(pid {new}) ready"))));
+    assert!(wait_until(Duration::from_secs(10), || server.ready_logged(new)));
     let by = served_by(&server, 100);
     assert_eq!(by.len(), 2, "the new worker of slot 1 serves its socket: {by:?}");
     let again: Vec<_> = server.worker_pids().into_iter().map(sockets_of).collect();
@@ -145,8 +145,7 @@ fn a_worker_that_drains_on_its_own_is_replaced_and_gets_no_more_connections() {
     assert!(wait_until(Duration::from_secs(5), || server.stderr().contains("drains on its own")));
     // It tells the master before it stops accepting; its own log line
     // comes after.
-    let draining = format!("[{victim}] draining (");
-    assert!(wait_until(Duration::from_secs(5), || server.stderr().contains(&draining)));
+    assert!(wait_until(Duration::from_secs(5), || server.draining_logged(victim)));
     let by = served_by(&server, 60);
     assert_eq!(by.values().sum::<usize>(), 60);
     assert!(!by.contains_key(&victim), "{by:?}");

@@ -128,9 +128,8 @@ fn a_parked_connection_that_wakes_during_a_reload_is_answered_by_its_old_worker(
     );
     // "reload complete" means the master told the old worker to stop; the
     // worker hears it a moment later. Its log line says the drain is on.
-    let draining = format!("[{}] draining (", old[0]);
     assert!(
-        wait_until(Duration::from_secs(5), || server.stderr().contains(&draining)),
+        wait_until(Duration::from_secs(5), || server.draining_logged(old[0])),
         "old worker never drained; stderr:\n{}",
         server.stderr()
     );

@@ -13,10 +13,6 @@ fn faults() -> String {
     bin("faults").to_str().unwrap().to_string()
 }
 
-fn ready_logged(server: &Server, pid: i32) -> bool {
-    server.stderr().contains(&format!("(pid {pid}) ready"))
-}
-
 fn kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) on a pid this test started (through the master).
     unsafe { libc::kill(pid, sig) };
@@ -37,7 +33,7 @@ fn a_killed_worker_is_replaced_and_only_its_own_connections_fail() {
     assert!(
         wait_until(Duration::from_secs(5), || {
             replacement = server.worker_pids().into_iter().find(|p| !before.contains(p));
-            replacement.is_some_and(|p| ready_logged(&server, p))
+            replacement.is_some_and(|p| server.ready_logged(p))
         }),
         "no replacement became ready; stderr:\n{}",
         server.stderr()
@@ -244,7 +240,7 @@ fn a_hung_worker_is_killed_and_replaced() {
     assert!(
         wait_until(Duration::from_secs(15), || {
             replacement = server.worker_pids().into_iter().find(|p| *p != hung);
-            replacement.is_some_and(|p| ready_logged(&server, p))
+            replacement.is_some_and(|p| server.ready_logged(p))
         }),
         "{}",
         server.stderr()
@@ -285,7 +281,7 @@ fn a_crash_looping_worker_backs_off() {
         assert!(wait_until(Duration::from_secs(10), || server
             .worker_pids()
             .first()
-            .is_some_and(|p| *p != pid && ready_logged(&server, *p))));
+            .is_some_and(|p| *p != pid && server.ready_logged(*p))));
     }
     let log = server.stderr();
     assert!(log.contains("respawning in 0ns"), "{log}");

@@ -130,6 +130,17 @@ impl Server {
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// The master logged worker `pid` ready (it serves from now on).
+    pub fn ready_logged(&self, pid: i32) -> bool {
+        self.stderr().contains(&format!("(pid {pid}) ready"))
+    }
+
+    /// Worker `pid` logged that its drain is in effect: every response it
+    /// writes from then on says `Connection: close`.
+    pub fn draining_logged(&self, pid: i32) -> bool {
+        self.stderr().contains(&format!("[{pid}] draining ("))
+    }
 }
 
 impl Drop for Server {

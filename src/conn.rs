@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::access_log::{self, AccessLog, Entry};
+use crate::alarm::Alarms;
 use crate::codec::{Decoded, Decoder, Encoder, Filled, Read, StreamError, Write, chain};
 use crate::config::Limits;
 use crate::io::{Io, ReadBuf};
@@ -61,6 +62,9 @@ pub struct ServerState {
     pub requests: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnSlot>>>,
     next_id: AtomicU64,
+    /// The deadlines of the open connections' waits, rung by the worker's
+    /// sweep.
+    pub alarms: Arc<Alarms>,
     /// Where idle connections wait without a coroutine; unset (tests, or a
     /// worker that could not create it): connections idle on their own
     /// coroutine.
@@ -704,7 +708,7 @@ impl Write<'_, ResponseEncoder> {
 pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
     let server = &admission.0;
     let (id, slot) = server.register(stream.as_raw_fd());
-    let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
+    let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &server.alarms);
     // The head timeout runs from accept: a PROXY header does not extend it.
     let accepted = Instant::now();
     let peer = if limits.proxy_protocol {
@@ -731,7 +735,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
 pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
     let (stream, conn, admission) = parked.into_parts();
     let registered = admission.0.register(stream.as_raw_fd());
-    let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout);
+    let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &admission.0.alarms);
     let reading = Reading::Idle { since: conn.idle_since };
     run(io, registered, &conn, reading, app, limits, admission);
 }

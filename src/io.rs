@@ -4,8 +4,10 @@
 
 use std::io::{self, IoSlice};
 use std::net::Shutdown;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::alarm::{AlarmHandle, Alarms};
 use crate::net::Stream;
 
 /// Output accumulates up to this many bytes before it is written even
@@ -24,20 +26,6 @@ const READ_GROW_MAX: usize = 64 * 1024;
 /// How long a connection with nothing buffered keeps its buffers while it
 /// waits for input (see [`Io::fill`]).
 pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
-
-/// Granularity of read timeouts.
-const TIMER_STEP_MS: u128 = 100;
-
-/// The wait to ask may for, given the time left: rounded up to a multiple of
-/// 100 ms. may keeps one timer list per distinct interval (in nanoseconds)
-/// and creates a list, and wakes its event loop, for every interval it has
-/// not seen: an exact "time left" would take that slow path on every
-/// keep-alive cycle. Rounded, the idle wait is always exactly the idle
-/// timeout and may appends to a list it already has.
-fn timer_interval(left: Duration) -> Duration {
-    let steps = left.as_millis().div_ceil(TIMER_STEP_MS).max(1);
-    Duration::from_millis(u64::try_from(steps * TIMER_STEP_MS).unwrap_or(u64::MAX))
-}
 
 fn broken() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "an earlier write on this connection failed")
@@ -115,33 +103,45 @@ impl ReadBuf {
 /// One connection's socket and buffers.
 pub struct Io {
     stream: Stream,
+    /// Wakes this connection's waits at their deadlines (see `alarm`).
+    alarm: AlarmHandle,
     pub rbuf: ReadBuf,
     pub wbuf: Vec<u8>,
     write_timeout: Duration,
     /// A write failed (possibly after sending part of the buffer): the byte
     /// stream is now unknown to us, so nothing more may be sent on it.
     broken: bool,
-    /// The read timeout last given to may.
-    read_timeout: Option<Duration>,
-    /// Writes so far, and whether the write timeout is armed (see
-    /// [`Io::arm_write_timeout`]).
-    writes: u64,
-    write_timeout_armed: bool,
+    /// The socket was found empty (a read came back short or would block)
+    /// after the last wait: a read now would only say "would block" unless
+    /// may saw new input since, and then [`Stream::wait_io`] returns at
+    /// once. So the next wait skips that read: on a keep-alive connection
+    /// it is one system call of three per request.
+    drained: bool,
 }
 
 impl Io {
-    /// `read_cap` bounds the read buffer (at least the largest head).
-    pub fn new(stream: Stream, read_cap: usize, write_timeout: Duration) -> Io {
+    /// `read_cap` bounds the read buffer (at least the largest head); the
+    /// connection's waits are woken through `alarms`.
+    pub fn new(stream: Stream, read_cap: usize, write_timeout: Duration, alarms: &Arc<Alarms>) -> Io {
+        let alarm = alarms.register(stream.waker());
         Io {
             stream,
+            alarm,
             rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)),
             wbuf: Vec::new(),
             write_timeout,
             broken: false,
-            read_timeout: None,
-            writes: 0,
-            write_timeout_armed: false,
+            drained: false,
         }
+    }
+
+    /// Parks the coroutine until the socket has news or `until` passes
+    /// (give or take an alarm tick).
+    fn wait(&mut self, until: Instant) {
+        self.alarm.set(until);
+        self.stream.wait_io();
+        self.alarm.clear();
+        self.drained = false;
     }
 
     /// Writes pending output, then reads more input, waiting at most until
@@ -152,11 +152,10 @@ impl Io {
     /// only leaves when the decoder has run out of complete input.
     ///
     /// With nothing buffered, the first wait lasts at most [`RELEASE_AFTER`]:
-    /// a keep-alive client's next request usually comes sooner, and the wait
-    /// costs nothing extra (the read timeout stays the same from one request
-    /// to the next). A connection quiet for longer gives its buffers back
-    /// and waits for readability without them: idle connections are most
-    /// connections, and their memory is what a server's capacity is made of.
+    /// a keep-alive client's next request usually comes sooner. A connection
+    /// quiet for longer gives its buffers back and waits for readability
+    /// without them: idle connections are most connections, and their
+    /// memory is what a server's capacity is made of.
     pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
         Ok(self.fill_or_quiet(deadline, None)?.unwrap_or(0))
     }
@@ -167,6 +166,9 @@ impl Io {
     /// coroutine (see `park`). Only when the deadline is further away than
     /// twice that, so a connection about to time out is not moved for
     /// nothing.
+    ///
+    /// A deadline is checked when there is nothing to read: input that is
+    /// already there is taken even if it came late.
     pub fn fill_or_quiet(
         &mut self,
         deadline: Option<Instant>,
@@ -174,50 +176,69 @@ impl Io {
     ) -> io::Result<Option<usize>> {
         self.flush()?;
         let stage = quiet_after.unwrap_or(RELEASE_AFTER);
+        // When the first wait ends, if it is staged; decided when the
+        // socket is first found empty.
+        let mut stage_end: Option<Option<Instant>> = None;
         let mut released = false;
         loop {
-            let left = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(io::ErrorKind::TimedOut.into());
+            if !self.drained {
+                if released {
+                    match self.stream.try_peek() {
+                        Ok(()) => released = false, // input or end of stream: read it
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
                     }
-                    Some(left)
                 }
-                None => None,
+                if !released {
+                    let spare = self.rbuf.spare();
+                    if spare.is_empty() {
+                        // Decoders reject input before it outgrows the
+                        // buffer; reaching here is a decoder bug, reported
+                        // rather than mistaken for end of stream.
+                        return Err(io::Error::other("read buffer full"));
+                    }
+                    let room = spare.len();
+                    match self.stream.try_read(spare) {
+                        Ok(n) => {
+                            self.rbuf.filled(n);
+                            self.drained = n < room;
+                            return Ok(Some(n));
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            // Nothing to read: wait, unless a deadline or the first stage
+            // has passed.
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            let staged = *stage_end.get_or_insert_with(|| {
+                let far = deadline.is_none_or(|d| d - now > 2 * stage);
+                (self.rbuf.is_empty() && far).then(|| now + stage)
+            });
+            let stage_due = staged.filter(|_| !released);
+            if stage_due.is_some_and(|end| now >= end) {
+                if quiet_after.is_some() {
+                    return Ok(None);
+                }
+                self.rbuf.release();
+                self.wbuf = Vec::new();
+                released = true;
+            }
+            let until = match (deadline, stage_due.filter(|_| !released)) {
+                (Some(d), Some(s)) => d.min(s),
+                (Some(d), None) => d,
+                (None, Some(s)) => s,
+                // No deadline at all (a decoder that sets none): still wake
+                // now and then; the loop only waits again.
+                (None, None) => now + RELEASE_AFTER,
             };
-            let staged = !released && self.rbuf.is_empty() && left.is_none_or(|l| l > 2 * stage);
-            self.set_read_timeout(if staged { Some(stage) } else { left.map(timer_interval) })?;
-            if released {
-                match self.stream.peek(&mut [0u8; 1]) {
-                    Ok(_) => {} // readable, or end of stream: read it below
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            let spare = self.rbuf.spare();
-            if spare.is_empty() {
-                // Decoders reject input before it outgrows the buffer;
-                // reaching here is a decoder bug, reported rather than
-                // mistaken for EOF.
-                return Err(io::Error::other("read buffer full"));
-            }
-            match self.stream.read(spare) {
-                Ok(n) => {
-                    self.rbuf.filled(n);
-                    return Ok(Some(n));
-                }
-                Err(e) if staged && e.kind() == io::ErrorKind::TimedOut => {
-                    if quiet_after.is_some() {
-                        return Ok(None);
-                    }
-                    self.rbuf.release();
-                    self.wbuf = Vec::new();
-                    released = true;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+            self.wait(until);
         }
     }
 
@@ -232,16 +253,6 @@ impl Io {
         self.stream
     }
 
-    /// Setting it costs a setsockopt syscall (may mirrors it into
-    /// SO_RCVTIMEO), so only changes are set.
-    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        if timeout != self.read_timeout {
-            self.stream.set_read_timeout(timeout)?;
-            self.read_timeout = timeout;
-        }
-        Ok(())
-    }
-
     /// Queues `data` for sending; writes out when the batch is full.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         if data.len() >= DIRECT_WRITE {
@@ -252,43 +263,46 @@ impl Io {
     }
 
     /// Writes the buffered output and then `data` with as few syscalls as
-    /// possible (writev), without copying `data`.
+    /// possible (one sendmsg of both), without copying `data`.
     fn send_direct(&mut self, data: &[u8]) -> io::Result<()> {
         if self.broken {
             return Err(broken());
         }
-        let result = self.write_vectored_all(data);
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let result = self.write_all(&wbuf, data);
+        self.wbuf = wbuf;
         self.wbuf.clear();
         self.broken = result.is_err();
         result
     }
 
-    /// A write that cannot make progress for `write_timeout` fails with
-    /// TimedOut (may applies the timeout to every write that parks). Setting
-    /// it costs a setsockopt, so it is armed lazily: the first write on a
-    /// connection, if small, goes into an empty send buffer and cannot
-    /// block; any later or larger write arms it first. A connection that
-    /// writes one response and closes never pays for it.
-    fn arm_write_timeout(&mut self, len: usize) -> io::Result<()> {
-        if !self.write_timeout_armed && (self.writes > 0 || len > 1024) {
-            self.stream.set_write_timeout(Some(self.write_timeout))?;
-            self.write_timeout_armed = true;
-        }
-        self.writes += 1;
-        Ok(())
-    }
-
-    fn write_vectored_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.arm_write_timeout(self.wbuf.len() + data.len())?;
-        let mut bufs = [IoSlice::new(&self.wbuf), IoSlice::new(data)];
+    /// Writes `first` then `second` whole. A write that cannot make
+    /// progress for `write_timeout` fails with TimedOut.
+    fn write_all(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
+        let mut bufs = [IoSlice::new(first), IoSlice::new(second)];
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
+        if slices[1].is_empty() {
+            slices = &mut slices[..1];
+        }
         if slices[0].is_empty() {
             slices = &mut slices[1..];
         }
+        let mut stalled_since = None;
         while !slices.is_empty() {
-            match self.stream.write_vectored(slices) {
+            match self.stream.try_write(slices) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut slices, n);
+                    stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let now = Instant::now();
+                    let since = *stalled_since.get_or_insert(now);
+                    if now - since >= self.write_timeout {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    self.wait(since + self.write_timeout);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -302,27 +316,18 @@ impl Io {
             self.wbuf.clear();
             return Err(broken());
         }
-        let result = self.write_buffered();
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let result = self.write_all(&wbuf, &[]);
+        self.wbuf = wbuf;
         self.wbuf.clear();
         self.broken = result.is_err();
         if self.wbuf.capacity() > 4 * WRITE_BATCH {
             self.wbuf = Vec::new();
         }
         result
-    }
-
-    fn write_buffered(&mut self) -> io::Result<()> {
-        self.arm_write_timeout(self.wbuf.len())?;
-        let mut done = 0;
-        while done < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[done..]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => done += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Flushes, then closes so that the peer reads everything we sent.
@@ -345,27 +350,18 @@ impl Io {
         let mut discarded = 0usize;
         let mut sink = [0u8; 4096];
         while discarded < 256 * 1024 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || self.stream.set_read_timeout(Some(timer_interval(left))).is_err() {
-                break;
-            }
-            match self.stream.read(&mut sink) {
-                Ok(0) | Err(_) => break,
+            match self.stream.try_read(&mut sink) {
+                Ok(0) => break,
                 Ok(n) => discarded += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    self.wait(deadline);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timer_intervals_round_up_to_100ms() {
-        assert_eq!(timer_interval(Duration::from_secs(75) - Duration::from_micros(3)), Duration::from_secs(75));
-        assert_eq!(timer_interval(Duration::from_millis(1)), Duration::from_millis(100));
-        assert_eq!(timer_interval(Duration::from_millis(250)), Duration::from_millis(300));
-        assert_eq!(timer_interval(Duration::from_millis(300)), Duration::from_millis(300));
     }
 }

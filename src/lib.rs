@@ -40,6 +40,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod access_log;
+pub mod alarm;
 pub mod builtin;
 pub mod codec;
 pub mod config;

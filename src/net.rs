@@ -6,10 +6,11 @@
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::time::Duration;
 
+use may::io::{WaitIo, WaitIoWaker};
 use may::net::{TcpListener, TcpStream};
 use may::os::unix::net::{UnixListener, UnixStream};
+use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 
 /// A listening socket received from the master, registered with may.
 pub enum Listener {
@@ -92,53 +93,49 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+/// Every call on a connection is nonblocking; waiting is separate
+/// ([`Stream::wait_io`]), so that the caller decides when a wait is needed
+/// at all and how long it may last (see `io` and `alarm`).
 impl Stream {
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::io::Read;
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
+    /// Reads what has arrived; `WouldBlock` when nothing has.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        Ok(recv(self.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT)?)
     }
 
-    /// Waits (parking the coroutine, bounded by the read timeout) until
-    /// input or end of stream is there, without taking it.
-    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.peek(buf),
-            Stream::Unix(s) => s.peek(buf),
-        }
+    /// Whether input (or end of stream) is there, without taking it or
+    /// needing a buffer: `Ok` if so, `WouldBlock` if not.
+    pub fn try_peek(&self) -> io::Result<()> {
+        recv(self.as_raw_fd(), &mut [0u8; 1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK)?;
+        Ok(())
     }
 
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        use std::io::Write;
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+    /// Writes as much of `bufs` as the socket takes now (one `sendmsg`);
+    /// `WouldBlock` when it takes nothing. MSG_NOSIGNAL: a peer that went
+    /// away is an `EPIPE` error, never a SIGPIPE.
+    pub fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        Ok(match bufs {
+            [one] => send(self.as_raw_fd(), one, flags)?,
+            _ => sendmsg::<()>(self.as_raw_fd(), bufs, &[], flags, None)?,
+        })
     }
 
-    /// may implements writev for TCP only; a Unix stream writes the first
-    /// slice, and callers loop anyway.
-    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        use std::io::Write;
+    /// Parks the coroutine until may sees an event on the socket (readable,
+    /// writable, closed) or [`Stream::waker`] is used; events that came since
+    /// the last wait make it return at once. It may return with nothing to
+    /// do: callers retry their call and wait again.
+    pub fn wait_io(&self) {
         match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
+            Stream::Tcp(s) => s.wait_io(),
+            Stream::Unix(s) => s.wait_io(),
+        };
     }
 
-    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Ends a [`Stream::wait_io`] from elsewhere (the alarm sweep).
+    pub fn waker(&self) -> WaitIoWaker {
         match self {
-            Stream::Tcp(s) => s.set_read_timeout(timeout),
-            Stream::Unix(s) => s.set_read_timeout(timeout),
-        }
-    }
-
-    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(timeout),
-            Stream::Unix(s) => s.set_write_timeout(timeout),
+            Stream::Tcp(s) => s.waker(),
+            Stream::Unix(s) => s.waker(),
         }
     }
 

@@ -16,6 +16,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use crate::alarm;
 use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
@@ -171,6 +172,7 @@ fn serve(
         let (app, limits, state) = (app.clone(), limits.clone(), state.clone());
         move |fd: OwnedFd| adopt_connection(fd, &app, &limits, &state)
     };
+    spawn_alarm_sweep(&state);
     let ticks = spawn_liveness_ticker();
 
     if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
@@ -321,6 +323,25 @@ fn adopt_connection(fd: OwnedFd, app: &Arc<dyn App>, limits: &Arc<Limits>, state
     // registration fails, which this process cannot survive anyway.
     let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
     serve_connection(Stream::Tcp(stream), peer, app, limits, state);
+}
+
+/// The coroutine that wakes connections whose wait reached its deadline
+/// (see `alarm`): without it, no connection timeout would ever fire.
+fn spawn_alarm_sweep(state: &Arc<ServerState>) {
+    let alarms = state.alarms.clone();
+    let sweep = move || {
+        loop {
+            coroutine::sleep(alarm::TICK);
+            // Back on the scheduler thread (a sleep ends on may's timer
+            // thread), where the connections run.
+            coroutine::yield_now();
+            alarms.sweep();
+        }
+    };
+    if let Err(e) = spawn(sweep) {
+        log::error!("cannot start the connection timeout sweep: {e}");
+        std::process::exit(control::EXIT_BOOT_ERROR);
+    }
 }
 
 /// A coroutine that counts up every heartbeat interval. The master hears a

@@ -1,0 +1,145 @@
+//! Deadlines for connections waiting on their socket, without a timer per
+//! wait.
+//!
+//! A connection that waits for input (or for room to write) parks its
+//! coroutine on the socket alone (may's `wait_io`, which has no timeout) and
+//! records in its [`Alarm`] when it wants to be woken. Every [`TICK`] the
+//! worker's sweep ([`Alarms::sweep`]) wakes each connection whose alarm is
+//! due; the woken coroutine finds no input, reads the clock and decides:
+//! time out, move on to its next stage (give back its buffers, park), or
+//! wait again.
+//!
+//! Why not may's read and write timeouts: each wait then registers a timer
+//! (an allocation, a hashed lookup under a lock, and its removal when input
+//! comes), and on a keep-alive connection every request is such a wait,
+//! while a deadline is almost never reached. The sweep costs one pass over
+//! the open connections per tick instead, and a deadline fires at most one
+//! tick late (may's timers were rounded to the same 100 ms).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use may::io::WaitIoWaker;
+use slab::Slab;
+
+/// How often due alarms are rung: the precision of every connection
+/// timeout.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// The alarm is not set.
+const UNSET: u64 = u64::MAX;
+
+/// The origin of alarm times (milliseconds since it, in a `u64` that one
+/// atomic holds).
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// `at` in whole milliseconds since [`EPOCH`], rounded up for alarm times
+/// and down for the sweep's "now", so an alarm never rings early.
+fn millis_ceil(at: Instant) -> u64 {
+    let since = at.saturating_duration_since(*EPOCH);
+    u64::try_from(since.as_nanos().div_ceil(1_000_000)).unwrap_or(UNSET - 1)
+}
+
+fn millis_floor(at: Instant) -> u64 {
+    let since = at.saturating_duration_since(*EPOCH);
+    u64::try_from(since.as_millis()).unwrap_or(UNSET - 1)
+}
+
+/// When one connection wants to be woken, and how.
+pub struct Alarm {
+    due: AtomicU64,
+    waker: WaitIoWaker,
+}
+
+impl Alarm {
+    /// Wake the connection's coroutine at `at` if it is still waiting then.
+    pub fn set(&self, at: Instant) {
+        self.due.store(millis_ceil(at), Ordering::Relaxed);
+    }
+
+    pub fn clear(&self) {
+        self.due.store(UNSET, Ordering::Relaxed);
+    }
+
+    /// Wakes the coroutine if its time has come. The alarm is unset first,
+    /// so a coroutine the scheduler has not run yet is not woken again at
+    /// the next tick. A wake that comes when the coroutine is not waiting
+    /// only makes its next wait return at once; callers re-check anyway.
+    fn ring_if_due(&self, now: u64) {
+        let due = self.due.load(Ordering::Relaxed);
+        if due <= now && self.due.compare_exchange(due, UNSET, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.waker.wakeup();
+        }
+    }
+}
+
+/// The alarms of one worker's open connections.
+#[derive(Default)]
+pub struct Alarms {
+    set: Mutex<Slab<Arc<Alarm>>>,
+}
+
+impl std::fmt::Debug for Alarms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alarms").field("registered", &self.lock().len()).finish()
+    }
+}
+
+impl Alarms {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Arc<Alarm>>> {
+        self.set.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new alarm that wakes through `waker`, swept until the returned
+    /// handle is dropped.
+    pub fn register(self: &Arc<Self>, waker: WaitIoWaker) -> AlarmHandle {
+        let alarm = Arc::new(Alarm { due: AtomicU64::new(UNSET), waker });
+        let key = self.lock().insert(alarm.clone());
+        AlarmHandle { alarms: self.clone(), key, alarm }
+    }
+
+    /// Wakes every connection whose alarm is due. Runs every [`TICK`] on
+    /// the worker's scheduler.
+    pub fn sweep(&self) {
+        let now = millis_floor(Instant::now());
+        for (_, alarm) in self.lock().iter() {
+            alarm.ring_if_due(now);
+        }
+    }
+}
+
+/// One connection's registered alarm.
+pub struct AlarmHandle {
+    alarms: Arc<Alarms>,
+    key: usize,
+    alarm: Arc<Alarm>,
+}
+
+impl std::ops::Deref for AlarmHandle {
+    type Target = Alarm;
+    fn deref(&self) -> &Alarm {
+        &self.alarm
+    }
+}
+
+impl Drop for AlarmHandle {
+    fn drop(&mut self) {
+        self.alarms.lock().remove(self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alarm_times_round_up_to_the_millisecond() {
+        let base = *EPOCH;
+        assert_eq!(millis_ceil(base), 0);
+        assert_eq!(millis_ceil(base + Duration::from_micros(1)), 1);
+        assert_eq!(millis_ceil(base + Duration::from_millis(1500)), 1500);
+        assert_eq!(millis_ceil(base + Duration::from_micros(1_500_001)), 1501);
+        assert_eq!(millis_floor(base + Duration::from_micros(1_500_999)), 1500);
+    }
+}

@@ -189,8 +189,10 @@ pub struct Exchange {
     /// The protocol error that ended the connection, to be answered.
     error: Cell<Option<proto::Error>>,
     served: Cell<u64>,
-    /// When the connection last went idle between requests.
-    idle_since: Cell<Instant>,
+    /// When the connection went idle between requests: when it first
+    /// waited for the next one. `None` until then, so that answering a
+    /// pipelined batch reads the clock once, not once per request.
+    idle_since: Cell<Option<Instant>>,
     slot: Arc<ConnSlot>,
     /// Body bytes discarded for the current request.
     drained: Cell<u64>,
@@ -213,7 +215,7 @@ impl Exchange {
             expect: Cell::new(Continue::NotExpected),
             error: Cell::new(None),
             served: Cell::new(conn.served),
-            idle_since: Cell::new(conn.idle_since),
+            idle_since: Cell::new(Some(conn.idle_since)),
             slot,
             drained: Cell::new(0),
             unread: Cell::new(Unread::Nothing),
@@ -275,8 +277,9 @@ impl Exchange {
 
 /// Where the request side of the connection is.
 enum Reading {
-    /// Between requests, since this instant (keep-alive idle timeout).
-    Idle { since: Instant },
+    /// Between requests, since `Exchange::idle_since` (keep-alive idle
+    /// timeout).
+    Idle,
     /// Receiving a head that started arriving at this instant (head
     /// timeout: the slowloris defence).
     Head { since: Instant },
@@ -380,9 +383,8 @@ impl Decoder for RequestDecoder {
                 self.reading = Reading::Closed;
                 return Ok(Decoded::End);
             }
-            let now = Instant::now();
-            self.ex.idle_since.set(now);
-            self.reading = Reading::Idle { since: now };
+            self.ex.idle_since.set(None);
+            self.reading = Reading::Idle;
         }
         match self.reading {
             Reading::Closed | Reading::Body(_) => return Ok(Decoded::End),
@@ -407,7 +409,7 @@ impl Decoder for RequestDecoder {
                     }
                 } else {
                     self.ex.slot.idle.store(false, Ordering::SeqCst);
-                    if let Reading::Idle { .. } = self.reading {
+                    if let Reading::Idle = self.reading {
                         self.reading = Reading::Head { since: Instant::now() };
                     }
                 }
@@ -429,7 +431,15 @@ impl Decoder for RequestDecoder {
     fn read_deadline(&self) -> Option<Instant> {
         let l = &self.ex.limits;
         match self.reading {
-            Reading::Idle { since } => Some(since + l.idle_timeout),
+            Reading::Idle => {
+                // The idle clock starts at the first wait (see idle_since).
+                let since = self.ex.idle_since.get().unwrap_or_else(|| {
+                    let now = Instant::now();
+                    self.ex.idle_since.set(Some(now));
+                    now
+                });
+                Some(since + l.idle_timeout)
+            }
             Reading::Head { since } => Some(since + l.head_timeout),
             Reading::Body(_) => Some(Instant::now() + l.body_timeout),
             Reading::Closed => Some(Instant::now()),
@@ -441,7 +451,7 @@ impl Decoder for RequestDecoder {
     fn park_after(&self) -> Option<Duration> {
         let ex = &self.ex;
         let after = ex.limits.park_idle_after;
-        let parkable = matches!(self.reading, Reading::Idle { .. })
+        let parkable = matches!(self.reading, Reading::Idle)
             && !after.is_zero()
             && ex.server.parking.get().is_some()
             && !ex.server.draining.load(Ordering::Relaxed);
@@ -736,7 +746,7 @@ pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
     let (stream, conn, admission) = parked.into_parts();
     let registered = admission.0.register(stream.as_raw_fd());
     let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &admission.0.alarms);
-    let reading = Reading::Idle { since: conn.idle_since };
+    let reading = Reading::Idle;
     run(io, registered, &conn, reading, app, limits, admission);
 }
 
@@ -802,7 +812,8 @@ fn park(io: Io, ex: &Exchange, admission: Admission) {
         io.close(false);
         return;
     };
-    let idle_since = ex.idle_since.get();
+    // Set: the connection waited before it parked.
+    let idle_since = ex.idle_since.get().unwrap_or_else(Instant::now);
     let deadline = idle_since + ex.limits.idle_timeout;
     let conn = ConnState { peer: ex.peer, served: ex.served.get(), idle_since };
     lot.park(Parked::new(io.into_stream(), conn, admission), deadline);

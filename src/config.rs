@@ -28,8 +28,11 @@ pub struct Limits {
 
     /// Largest request head (request line plus headers) in bytes; larger is
     /// answered 431. 16 KiB is Node's default and twice what browsers send
-    /// with heavy cookies; it bounds the memory one connection pins.
-    #[arg(long, env = "HTTP_CLUSTER_MAX_HEAD_BYTES", default_value_t = 16 * 1024)]
+    /// with heavy cookies; it bounds the memory one connection pins. At
+    /// most 1 MiB (offsets into a head are stored in 32 bits, and a
+    /// connection's read buffer is sized for a whole head).
+    #[arg(long, env = "HTTP_CLUSTER_MAX_HEAD_BYTES", default_value_t = 16 * 1024,
+          value_parser = parse_head_bytes)]
     pub max_head_bytes: usize,
 
     /// Most header fields in one request; more is answered 431. Apache's
@@ -182,6 +185,16 @@ impl Limits {
     }
 }
 
+/// Largest `--max-head-bytes` accepted.
+pub const MAX_HEAD_BYTES_CAP: usize = 1 << 20;
+
+fn parse_head_bytes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_HEAD_BYTES_CAP).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of bytes from 1 to {MAX_HEAD_BYTES_CAP}")),
+    }
+}
+
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -223,6 +236,15 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn head_bytes_are_bounded() {
+        assert_eq!(parse_head_bytes("16384"), Ok(16384));
+        assert_eq!(parse_head_bytes("1048576"), Ok(1 << 20));
+        assert!(parse_head_bytes("1048577").is_err());
+        assert!(parse_head_bytes("0").is_err());
+        assert!(parse_head_bytes("lots").is_err());
     }
 
     #[test]

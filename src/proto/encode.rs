@@ -7,6 +7,7 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
+use crate::proto::date::DATE_LEN;
 use crate::proto::{Error, status};
 
 /// A response head as the handler builds it.
@@ -132,7 +133,7 @@ impl std::error::Error for EncodeError {}
 pub fn encode_head(
     resp: &Response<'_>,
     req: RequestInfo,
-    date: &[u8],
+    date: &[u8; DATE_LEN],
     out: &mut Vec<u8>,
 ) -> Result<(Framing, bool), EncodeError> {
     let code = resp.status;
@@ -163,11 +164,14 @@ pub fn encode_head(
     };
     let keep_alive = req.keep_alive && !resp.close && framing != Framing::UntilClose;
 
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status::reason(code).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    match status::status_line(code) {
+        Some(line) => out.extend_from_slice(line.as_bytes()),
+        None => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+            out.extend_from_slice(b" \r\n");
+        }
+    }
     let mut has_date = false;
     for (name, value) in &resp.headers {
         has_date |= name.eq_ignore_ascii_case("date");
@@ -260,16 +264,29 @@ pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>)
     out.push(b'\n');
 }
 
+/// RFC 9110 §5.6.2 tchar, as a table: header names are checked on every
+/// response.
 fn is_token_byte(b: u8) -> bool {
-    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
-        | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+    TOKEN_BYTES[usize::from(b)]
 }
+
+static TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%' | b'&' | b'\''
+            | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const DATE: &[u8] = b"Sun, 06 Nov 1994 08:49:37 GMT";
+    const DATE: &[u8; DATE_LEN] = b"Sun, 06 Nov 1994 08:49:37 GMT";
 
     fn head(resp: Response<'_>, is_head: bool, minor: u8) -> Result<(String, Framing, bool), EncodeError> {
         let mut out = Vec::new();

@@ -36,14 +36,18 @@ static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 /// `at` in whole milliseconds since [`EPOCH`], rounded up for alarm times
 /// and down for the sweep's "now", so an alarm never rings early.
+/// (64-bit arithmetic: `Duration::as_nanos` is a 128-bit division, and
+/// this runs on every wait.)
 fn millis_ceil(at: Instant) -> u64 {
     let since = at.saturating_duration_since(*EPOCH);
-    u64::try_from(since.as_nanos().div_ceil(1_000_000)).unwrap_or(UNSET - 1)
+    let sub = u64::from(since.subsec_nanos()).div_ceil(1_000_000);
+    since.as_secs().saturating_mul(1000).saturating_add(sub).min(UNSET - 1)
 }
 
 fn millis_floor(at: Instant) -> u64 {
     let since = at.saturating_duration_since(*EPOCH);
-    u64::try_from(since.as_millis()).unwrap_or(UNSET - 1)
+    let sub = u64::from(since.subsec_millis());
+    since.as_secs().saturating_mul(1000).saturating_add(sub).min(UNSET - 1)
 }
 
 /// When one connection wants to be woken, and how.

@@ -43,8 +43,10 @@ pub trait Decoder {
         if input.is_empty() { Ok(None) } else { Err(StreamError::Truncated) }
     }
 
-    /// How long to wait for more input in the decoder's current state.
-    fn read_deadline(&self) -> Option<Instant> {
+    /// How long to wait for more input in the decoder's current state,
+    /// for a wait that starts `now`.
+    fn read_deadline(&self, now: Instant) -> Option<Instant> {
+        let _ = now;
         None
     }
 
@@ -148,11 +150,16 @@ impl<'io, D: Decoder> Read<'io, D> {
     /// Reads more input into the buffer (flushing output first), waiting
     /// until the decoder's deadline.
     pub(crate) fn fill(&self) -> io::Result<Filled> {
+        let mut io = self.io.borrow_mut();
+        // Flushed first, so that the clock is read once for the deadline
+        // and the wait that follows.
+        io.flush()?;
+        let now = Instant::now();
         let (deadline, park_after) = {
             let decoder = self.decoder.borrow();
-            (decoder.read_deadline(), decoder.park_after())
+            (decoder.read_deadline(now), decoder.park_after())
         };
-        Ok(match self.io.borrow_mut().fill_or_quiet(deadline, park_after)? {
+        Ok(match io.fill_or_quiet(deadline, park_after, now)? {
             None => Filled::Quiet,
             Some(0) => Filled::Closed,
             Some(_) => Filled::More,

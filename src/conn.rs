@@ -428,21 +428,20 @@ impl Decoder for RequestDecoder {
         if input.is_empty() { Ok(None) } else { Err(StreamError::Truncated) }
     }
 
-    fn read_deadline(&self) -> Option<Instant> {
+    fn read_deadline(&self, now: Instant) -> Option<Instant> {
         let l = &self.ex.limits;
         match self.reading {
             Reading::Idle => {
                 // The idle clock starts at the first wait (see idle_since).
                 let since = self.ex.idle_since.get().unwrap_or_else(|| {
-                    let now = Instant::now();
                     self.ex.idle_since.set(Some(now));
                     now
                 });
                 Some(since + l.idle_timeout)
             }
             Reading::Head { since } => Some(since + l.head_timeout),
-            Reading::Body(_) => Some(Instant::now() + l.body_timeout),
-            Reading::Closed => Some(Instant::now()),
+            Reading::Body(_) => Some(now + l.body_timeout),
+            Reading::Closed => Some(now),
         }
     }
 

@@ -157,7 +157,8 @@ impl Io {
     /// without them: idle connections are most connections, and their
     /// memory is what a server's capacity is made of.
     pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
-        Ok(self.fill_or_quiet(deadline, None)?.unwrap_or(0))
+        self.flush()?;
+        Ok(self.fill_or_quiet(deadline, None, Instant::now())?.unwrap_or(0))
     }
 
     /// [`Io::fill`], except that with nothing buffered a first wait of
@@ -168,13 +169,18 @@ impl Io {
     /// nothing.
     ///
     /// A deadline is checked when there is nothing to read: input that is
-    /// already there is taken even if it came late.
+    /// already there is taken even if it came late. The caller flushes
+    /// first and passes the time it read right after (one clock read per
+    /// request on a keep-alive connection, not two).
     pub fn fill_or_quiet(
         &mut self,
         deadline: Option<Instant>,
         quiet_after: Option<Duration>,
+        now: Instant,
     ) -> io::Result<Option<usize>> {
-        self.flush()?;
+        // The time the caller read, for the first time the socket is found
+        // empty; after a wait the clock is read again, only if it is needed.
+        let mut clock = Some(now);
         let stage = quiet_after.unwrap_or(RELEASE_AFTER);
         // When the first wait ends, if it is staged; decided when the
         // socket is first found empty.
@@ -213,7 +219,7 @@ impl Io {
             }
             // Nothing to read: wait, unless a deadline or the first stage
             // has passed.
-            let now = Instant::now();
+            let now = clock.take().unwrap_or_else(Instant::now);
             if deadline.is_some_and(|d| now >= d) {
                 return Err(io::ErrorKind::TimedOut.into());
             }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alarm::{AlarmHandle, Alarms};
-use crate::net::Stream;
+use crate::net::{HANGUP, Stream};
 
 /// Output accumulates up to this many bytes before it is written even
 /// though the handler has not blocked yet: bounds the memory of a pipelined
@@ -117,6 +117,9 @@ pub struct Io {
     /// once. So the next wait skips that read: on a keep-alive connection
     /// it is one system call of three per request.
     drained: bool,
+    /// may reported the peer's end of stream (or an error): the read that
+    /// returns it may still be ahead, so short reads prove nothing any more.
+    hangup: bool,
 }
 
 impl Io {
@@ -132,6 +135,7 @@ impl Io {
             write_timeout,
             broken: false,
             drained: false,
+            hangup: false,
         }
     }
 
@@ -139,9 +143,10 @@ impl Io {
     /// (give or take an alarm tick).
     fn wait(&mut self, until: Instant) {
         self.alarm.set(until);
-        self.stream.wait_io();
+        let events = self.stream.wait_io();
         self.alarm.clear();
         self.drained = false;
+        self.hangup |= events & HANGUP != 0;
     }
 
     /// Writes pending output, then reads more input, waiting at most until
@@ -181,6 +186,9 @@ impl Io {
         // The time the caller read, for the first time the socket is found
         // empty; after a wait the clock is read again, only if it is needed.
         let mut clock = Some(now);
+        // Past the deadline, one last read before giving up, for input that
+        // came since the socket was found empty.
+        let mut last_look = false;
         let stage = quiet_after.unwrap_or(RELEASE_AFTER);
         // When the first wait ends, if it is staged; decided when the
         // socket is first found empty.
@@ -208,7 +216,7 @@ impl Io {
                     match self.stream.try_read(spare) {
                         Ok(n) => {
                             self.rbuf.filled(n);
-                            self.drained = n < room;
+                            self.drained = n < room && !self.hangup;
                             return Ok(Some(n));
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.drained = true,
@@ -221,6 +229,11 @@ impl Io {
             // has passed.
             let now = clock.take().unwrap_or_else(Instant::now);
             if deadline.is_some_and(|d| now >= d) {
+                if self.drained && !last_look {
+                    last_look = true;
+                    self.drained = false;
+                    continue;
+                }
                 return Err(io::ErrorKind::TimedOut.into());
             }
             let staged = *stage_end.get_or_insert_with(|| {

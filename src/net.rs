@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use may::io::{WaitIo, WaitIoWaker};
 use may::net::{TcpListener, TcpStream};
 use may::os::unix::net::{UnixListener, UnixStream};
+use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 
 /// A listening socket received from the master, registered with may.
@@ -93,6 +94,13 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
+/// Event bits from [`Stream::wait_io`] that say the peer closed its side
+/// (or the connection failed): from then on a short read no longer means
+/// the socket is empty, since the end of the stream is only reported by the
+/// read after the data.
+pub const HANGUP: usize =
+    (EpollFlags::EPOLLRDHUP.bits() | EpollFlags::EPOLLHUP.bits() | EpollFlags::EPOLLERR.bits()) as usize;
+
 /// Every call on a connection is nonblocking; waiting is separate
 /// ([`Stream::wait_io`]), so that the caller decides when a wait is needed
 /// at all and how long it may last (see `io` and `alarm`).
@@ -123,12 +131,13 @@ impl Stream {
     /// Parks the coroutine until may sees an event on the socket (readable,
     /// writable, closed) or [`Stream::waker`] is used; events that came since
     /// the last wait make it return at once. It may return with nothing to
-    /// do: callers retry their call and wait again.
-    pub fn wait_io(&self) {
+    /// do: callers retry their call and wait again. Returns the epoll event
+    /// bits seen since the last wait (see [`HANGUP`]).
+    pub fn wait_io(&self) -> usize {
         match self {
             Stream::Tcp(s) => s.wait_io(),
             Stream::Unix(s) => s.wait_io(),
-        };
+        }
     }
 
     /// Ends a [`Stream::wait_io`] from elsewhere (the alarm sweep).

@@ -313,6 +313,25 @@ fn slowloris_connections_do_not_delay_others_and_are_closed() {
 }
 
 #[test]
+fn a_client_that_half_closes_after_its_request_is_answered_and_closed_at_once() {
+    // The request and the client's FIN often arrive together: the server
+    // must see the end of the stream right after answering, not at its
+    // next timer (the buffer release stage is 1 s).
+    let server = Server::start(&["--workers", "1"]);
+    for i in 0..20 {
+        let mut s = server.connect();
+        let started = Instant::now();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        let took = started.elapsed();
+        assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got));
+        assert!(took < Duration::from_millis(500), "connection {i} closed after {took:?}");
+    }
+}
+
+#[test]
 fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let server = Server::start(&["--workers", "1", "--write-timeout", "1s"]);
     let mut s = server.connect();

@@ -195,7 +195,12 @@ fn parse_head_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`).
+/// Longest duration any setting accepts: deadlines are computed as "now
+/// plus the setting", which must not overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`), up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
@@ -211,7 +216,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !value.is_finite() || value < 0.0 {
         return Err(format!("not a duration: {s:?}"));
     }
-    Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
+    match Duration::try_from_secs_f64(value * scale) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("{s:?} is longer than a year")),
+    }
 }
 
 /// Renders a duration so that [`parse_duration`] reads it back exactly.
@@ -236,6 +244,9 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        assert!(parse_duration("31536001").is_err());
+        assert!(parse_duration("1e19").is_err());
     }
 
     #[test]

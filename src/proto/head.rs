@@ -531,17 +531,8 @@ fn is_host_byte(b: u8) -> bool {
     HOST_BYTES[usize::from(b)]
 }
 
-static HOST_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = matches!(c, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'!' | b'$'
-            | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'%' | b'[' | b']');
-        b += 1;
-    }
-    table
-};
+static HOST_BYTES: [bool; 256] = byte_table!(b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~'
+    | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'%' | b'[' | b']');
 
 /// Strips optional whitespace (SP / HTAB) from both ends.
 pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {

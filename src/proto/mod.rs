@@ -4,6 +4,20 @@
 //! clock other than through [`date`], or the may runtime, so every function
 //! can be fed arbitrary bytes by unit tests, property tests and fuzzers.
 
+/// A `[bool; 256]` marking the bytes that match `pattern`, built at compile
+/// time: the per-byte checks on every request and response are one load.
+macro_rules! byte_table {
+    ($($pattern:tt)+) => {{
+        let mut table = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            table[b] = matches!(b as u8, $($pattern)+);
+            b += 1;
+        }
+        table
+    }};
+}
+
 pub mod date;
 pub mod decode;
 pub mod encode;

@@ -275,7 +275,7 @@ impl Io {
     /// Queues `data` for sending; writes out when the batch is full.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         if data.len() >= DIRECT_WRITE {
-            return self.send_direct(data);
+            return self.write_out(data);
         }
         self.wbuf.extend_from_slice(data);
         if self.wbuf.len() >= WRITE_BATCH { self.flush() } else { Ok(()) }
@@ -283,15 +283,22 @@ impl Io {
 
     /// Writes the buffered output and then `data` with as few syscalls as
     /// possible (one sendmsg of both), without copying `data`.
-    fn send_direct(&mut self, data: &[u8]) -> io::Result<()> {
+    fn write_out(&mut self, data: &[u8]) -> io::Result<()> {
         if self.broken {
+            self.wbuf.clear();
             return Err(broken());
+        }
+        if self.wbuf.is_empty() && data.is_empty() {
+            return Ok(());
         }
         let wbuf = std::mem::take(&mut self.wbuf);
         let result = self.write_all(&wbuf, data);
         self.wbuf = wbuf;
         self.wbuf.clear();
         self.broken = result.is_err();
+        if self.wbuf.capacity() > 4 * WRITE_BATCH {
+            self.wbuf = Vec::new();
+        }
         result
     }
 
@@ -331,22 +338,7 @@ impl Io {
 
     /// Writes everything buffered.
     pub fn flush(&mut self) -> io::Result<()> {
-        if self.broken {
-            self.wbuf.clear();
-            return Err(broken());
-        }
-        if self.wbuf.is_empty() {
-            return Ok(());
-        }
-        let wbuf = std::mem::take(&mut self.wbuf);
-        let result = self.write_all(&wbuf, &[]);
-        self.wbuf = wbuf;
-        self.wbuf.clear();
-        self.broken = result.is_err();
-        if self.wbuf.capacity() > 4 * WRITE_BATCH {
-            self.wbuf = Vec::new();
-        }
-        result
+        self.write_out(&[])
     }
 
     /// Flushes, then closes so that the peer reads everything we sent.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::alarm::{AlarmHandle, Alarms};
-use crate::net::{HANGUP, Stream};
+use crate::net::{HANGUP, READABLE, Stream};
 
 /// Output accumulates up to this many bytes before it is written even
 /// though the handler has not blocked yet: bounds the memory of a pipelined
@@ -112,10 +112,12 @@ pub struct Io {
     /// stream is now unknown to us, so nothing more may be sent on it.
     broken: bool,
     /// The socket was found empty (a read came back short or would block)
-    /// after the last wait: a read now would only say "would block" unless
-    /// may saw new input since, and then [`Stream::wait_io`] returns at
-    /// once. So the next wait skips that read: on a keep-alive connection
-    /// it is one system call of three per request.
+    /// and no wait since reported input ([`READABLE`]): a read now would
+    /// only say "would block" unless may saw new input since, and then
+    /// [`Stream::wait_io`] returns at once. So the next wait skips that
+    /// read: on a keep-alive connection it is one system call of three per
+    /// request, on a new connection woken first for writability one of
+    /// three reads.
     drained: bool,
     /// may reported the peer's end of stream (or an error): the read that
     /// returns it may still be ahead, so short reads prove nothing any more.
@@ -145,7 +147,9 @@ impl Io {
         self.alarm.set(until);
         let events = self.stream.wait_io();
         self.alarm.clear();
-        self.drained = false;
+        if events & READABLE != 0 {
+            self.drained = false;
+        }
         self.hangup |= events & HANGUP != 0;
     }
 

@@ -57,7 +57,7 @@ impl Listener {
         if !unix && local.as_socket().is_none() {
             return Err(ListenerError::Family);
         }
-        socket.set_nonblocking(true).map_err(ListenerError::Io)?;
+        prepare(&socket, unix).map_err(ListenerError::Io)?;
         let raw = socket.into_raw_fd();
         // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
         // may's listener and nothing else closes it; its family was checked
@@ -76,16 +76,24 @@ impl Listener {
     /// address is `None` for Unix sockets.
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
-            Listener::Tcp(l) => {
-                let (s, peer) = l.accept()?;
-                // Responses are written whole by our own batching; Nagle
-                // would only delay the last segment of each.
-                let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), Some(peer)))
-            }
+            // TCP_NODELAY comes from the listener (see `from_fd`).
+            Listener::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
             Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
     }
+}
+
+/// Sets what every accepted connection needs on the listener itself.
+fn prepare(socket: &socket2::Socket, unix: bool) -> io::Result<()> {
+    socket.set_nonblocking(true)?;
+    if !unix {
+        // Linux copies TCP_NODELAY from the listener to every socket it
+        // accepts: set once here, it costs no system call per connection.
+        // Responses are written whole by our own batching; Nagle would only
+        // delay the last segment of each.
+        socket.set_tcp_nodelay(true)?;
+    }
+    Ok(())
 }
 
 /// One accepted connection.
@@ -100,6 +108,11 @@ pub enum Stream {
 /// read after the data.
 pub const HANGUP: usize =
     (EpollFlags::EPOLLRDHUP.bits() | EpollFlags::EPOLLHUP.bits() | EpollFlags::EPOLLERR.bits()) as usize;
+
+/// Event bits from [`Stream::wait_io`] that can mean new input (or its
+/// end): a wake-up without any of them (writability, which every new
+/// registration reports at once, or an alarm) leaves an empty socket empty.
+pub const READABLE: usize = HANGUP | (EpollFlags::EPOLLIN.bits() | EpollFlags::EPOLLPRI.bits()) as usize;
 
 /// Every call on a connection is nonblocking; waiting is separate
 /// ([`Stream::wait_io`]), so that the caller decides when a wait is needed
@@ -197,5 +210,22 @@ impl AsRawFd for Stream {
             Stream::Tcp(s) => s.as_raw_fd(),
             Stream::Unix(s) => s.as_raw_fd(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    /// The accept path sets no socket options: accepted sockets must get
+    /// TCP_NODELAY from the listener.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        super::prepare(&listener, false).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap().as_socket().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.tcp_nodelay().unwrap());
     }
 }

@@ -240,13 +240,16 @@ fn spawn_accept_loop(
                 // Served even when the drain began meanwhile: it was taken
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
-                Ok((stream, peer)) => serve_connection(stream, peer, &app, &limits, &state),
+                Ok((stream, peer)) => serve_connection(stream, peer, &app, &limits, &state, Start::Here),
                 Err(_) if state.draining.load(Ordering::SeqCst) => break,
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, go on. The
                     // connection stays queued in the kernel.
                     log::warn!("accept: {e}");
                     coroutine::sleep(Duration::from_millis(10));
+                    // Back on the scheduler thread (a sleep ends on may's
+                    // timer thread): connections start nested in this loop.
+                    coroutine::yield_now();
                 }
             }
             if state.draining.load(Ordering::SeqCst) {
@@ -298,16 +301,35 @@ fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limi
 
 /// Serves one accepted connection on its own coroutine, counted from now
 /// until its last byte is flushed.
+/// Where a new connection's coroutine first runs.
+#[derive(Clone, Copy)]
+enum Start {
+    /// At once, nested in the calling coroutine (the accept loop) until its
+    /// first wait. Its request has usually arrived with the handshake, so
+    /// it is answered before the next accept, and the scheduler thread is
+    /// not woken through its eventfd for a coroutine it is already running
+    /// (a write, a read and an extra epoll_wait per connection).
+    Here,
+    /// Queued to the scheduler thread: the caller is not a coroutine.
+    Queued,
+}
+
 fn serve_connection(
     stream: Stream,
     peer: Option<SocketAddr>,
     app: &Arc<dyn App>,
     limits: &Arc<Limits>,
     state: &Arc<ServerState>,
+    start: Start,
 ) {
     let admission = state.admit();
     let (app, limits) = (app.clone(), limits.clone());
-    if let Err(e) = spawn(move || conn::serve(stream, peer, &*app, &limits, admission)) {
+    let serve = move || conn::serve(stream, peer, &*app, &limits, admission);
+    let started = match start {
+        Start::Here => spawn_here(serve),
+        Start::Queued => spawn(serve),
+    };
+    if let Err(e) = started {
         log::error!("cannot start a connection coroutine: {e}");
     }
 }
@@ -322,7 +344,7 @@ fn adopt_connection(fd: OwnedFd, app: &Arc<dyn App>, limits: &Arc<Limits>, state
     // accepted it from a TCP listener). may panics only if epoll
     // registration fails, which this process cannot survive anyway.
     let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-    serve_connection(Stream::Tcp(stream), peer, app, limits, state);
+    serve_connection(Stream::Tcp(stream), peer, app, limits, state, Start::Queued);
 }
 
 /// The coroutine that wakes connections whose wait reached its deadline
@@ -376,6 +398,16 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
     // only within one call), and STACK_WORDS is sized for it. Handlers run
     // here too: the README states the same two rules for them.
     unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn(f) }
+}
+
+/// [`spawn`], but the coroutine runs at once on this thread until its first
+/// wait; the caller resumes after that. Only from a coroutine on the
+/// scheduler thread (see [`Start::Here`]).
+fn spawn_here<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
+    // SAFETY: as for `spawn`. Running it nested changes only who resumes
+    // it first: the calling coroutine instead of the scheduler loop, on the
+    // same thread. Its later wake-ups come from the scheduler as usual.
+    unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn_local(f) }
 }
 
 /// Serves the channel on the main thread until the worker must stop;

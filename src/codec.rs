@@ -223,7 +223,7 @@ impl<'io, E> Write<'io, E> {
         E::Error: From<io::Error>,
     {
         let mut io = self.io.borrow_mut();
-        self.encoder.borrow_mut().encode(item, &mut io.wbuf)?;
+        self.encoder.borrow_mut().encode(item, io.out())?;
         if io.wbuf.len() >= crate::io::WRITE_BATCH {
             io.flush()?;
         }

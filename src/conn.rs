@@ -603,7 +603,7 @@ impl<'io> Read<'io, RequestDecoder> {
                 }
                 let mut io = self.io.borrow_mut();
                 if ex.expect.get() == Continue::Pending && ex.writing.get() == Writing::AwaitingHead {
-                    io.wbuf.extend_from_slice(encode::CONTINUE);
+                    io.out().extend_from_slice(encode::CONTINUE);
                     ex.expect.set(Continue::Sent);
                 }
                 match body.decode_max(io.rbuf.data(), max) {
@@ -689,9 +689,9 @@ impl Write<'_, ResponseEncoder> {
         // data after it and writes large data straight from `data`.
         let mut io = self.io.borrow_mut();
         let mut encoder = self.encoder.borrow_mut();
-        if encoder.body_prefix(data.len(), &mut io.wbuf)? {
+        if encoder.body_prefix(data.len(), io.out())? {
             io.send(data)?;
-            encoder.body_suffix(data.len(), &mut io.wbuf);
+            encoder.body_suffix(data.len(), io.out());
         }
         Ok(())
     }
@@ -866,7 +866,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
     // Appended, never replacing: the buffer may still hold complete
     // responses to earlier pipelined requests.
     let answer = |io: &mut Io, code: u16, text: &str| {
-        encode::encode_plain_close(code, text, &date::now(), &mut io.wbuf);
+        encode::encode_plain_close(code, text, &date::now(), io.out());
         ex.log_access(Some(code));
     };
     match outcome {
@@ -887,7 +887,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             if let Some(e) = ex.error.get() {
                 log::debug!("rejected request from {:?}: {e}", ex.peer);
                 if head_pending {
-                    encode::encode_error(e, &date::now(), &mut io.wbuf);
+                    encode::encode_error(e, &date::now(), io.out());
                     ex.log_access(Some(e.status()));
                     return true;
                 }
@@ -918,7 +918,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
                 }
             }
             if result.is_ok() {
-                ex.finish_response(&mut io.wbuf);
+                ex.finish_response(io.out());
             }
             // Pipelined requests we will not answer, or a body we did not
             // read, are unread input: closing on them would reset the

@@ -68,8 +68,9 @@ fn broken() -> io::Error {
 }
 
 /// Received bytes not yet decoded. The storage is always initialised, so
-/// reading into it needs no `unsafe`.
-#[derive(Debug, Default)]
+/// reading into it needs no `unsafe`. (Reused storage holds an earlier
+/// connection's bytes past `end`: only `start..end` is ever data.)
+#[derive(Default)]
 pub struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
@@ -134,6 +135,12 @@ impl ReadBuf {
         if self.is_empty() && self.buf.len() > READ_INITIAL {
             self.buf = Vec::new();
         }
+    }
+}
+
+impl std::fmt::Debug for ReadBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadBuf").field("data", &self.data().len()).field("capacity", &self.buf.len()).finish()
     }
 }
 

@@ -91,7 +91,9 @@ fn prepare(socket: &socket2::Socket, unix: bool) -> io::Result<()> {
         // accepts: set once here, it costs no system call per connection.
         // Responses are written whole by our own batching; Nagle would only
         // delay the last segment of each.
-        socket.set_tcp_nodelay(true)?;
+        if let Err(e) = socket.set_tcp_nodelay(true) {
+            log::warn!("cannot set TCP_NODELAY on the listener, responses may be delayed by Nagle: {e}");
+        }
     }
     Ok(())
 }

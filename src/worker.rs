@@ -235,21 +235,26 @@ fn spawn_accept_loop(
     state: Arc<ServerState>,
 ) -> coroutine::JoinHandle<()> {
     let accept = move || {
+        let mut started = 0u32;
         loop {
             match listener.accept() {
                 // Served even when the drain began meanwhile: it was taken
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
-                Ok((stream, peer)) => serve_connection(stream, peer, &app, &limits, &state, Start::Here),
+                Ok((stream, peer)) => {
+                    serve_connection(stream, peer, &app, &limits, &state, Start::Here);
+                    started += 1;
+                    if started == ACCEPT_BURST {
+                        started = 0;
+                        pause(Duration::ZERO);
+                    }
+                }
                 Err(_) if state.draining.load(Ordering::SeqCst) => break,
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, go on. The
                     // connection stays queued in the kernel.
                     log::warn!("accept: {e}");
-                    coroutine::sleep(Duration::from_millis(10));
-                    // Back on the scheduler thread (a sleep ends on may's
-                    // timer thread): connections start nested in this loop.
-                    coroutine::yield_now();
+                    pause(Duration::from_millis(10));
                 }
             }
             if state.draining.load(Ordering::SeqCst) {
@@ -264,6 +269,25 @@ fn spawn_accept_loop(
             std::process::exit(control::EXIT_BOOT_ERROR);
         }
     }
+}
+
+/// Connections the accept loop starts in a row before it pauses (see
+/// [`pause`]). may's accept parks only when the queue is empty: under a
+/// flood of new connections, an accept loop that never paused would starve
+/// the open connections, the alarm sweep and the liveness ticker (the
+/// master would then replace a worker that is merely busy).
+const ACCEPT_BURST: u32 = 64;
+
+/// Parks the calling coroutine for `dur`, letting the scheduler thread run
+/// everything else that is ready and poll for I/O, and brings it back on
+/// that thread. A yield alone would not do: may runs its local queue dry,
+/// the yielder included, before it polls.
+fn pause(dur: Duration) {
+    coroutine::sleep(dur);
+    // A sleep ends on may's timer thread; the yield queues the coroutine
+    // back to the scheduler thread (connections start nested in the accept
+    // loop, so they must not start on the timer thread).
+    coroutine::yield_now();
 }
 
 /// Creates the worker's parking lot for idle connections and its watcher
@@ -299,21 +323,21 @@ fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limi
     }
 }
 
-/// Serves one accepted connection on its own coroutine, counted from now
-/// until its last byte is flushed.
 /// Where a new connection's coroutine first runs.
 #[derive(Clone, Copy)]
 enum Start {
     /// At once, nested in the calling coroutine (the accept loop) until its
-    /// first wait. Its request has usually arrived with the handshake, so
-    /// it is answered before the next accept, and the scheduler thread is
-    /// not woken through its eventfd for a coroutine it is already running
-    /// (a write, a read and an extra epoll_wait per connection).
+    /// first wait: the scheduler thread is not woken through its eventfd
+    /// for a coroutine it is already running (a write, a read and an extra
+    /// epoll_wait per connection), and a request that is already there (a
+    /// backlog under load) is answered before the next accept.
     Here,
     /// Queued to the scheduler thread: the caller is not a coroutine.
     Queued,
 }
 
+/// Serves one accepted connection on its own coroutine, counted from now
+/// until its last byte is flushed.
 fn serve_connection(
     stream: Stream,
     peer: Option<SocketAddr>,
@@ -394,9 +418,10 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
     // SAFETY: may requires that coroutines not keep thread-local state
     // across a park (the coroutine may resume on another thread) and fit
     // their stack. Our connection code keeps none (the Date cache is a
-    // process-wide atomic; logging touches env_logger's thread-local buffer
-    // only within one call), and STACK_WORDS is sized for it. Handlers run
-    // here too: the README states the same two rules for them.
+    // process-wide atomic; logging touches env_logger's thread-local
+    // buffer, and `io` its list of spare read buffers, only within one
+    // call), and STACK_WORDS is sized for it. Handlers run here too: the
+    // README states the same two rules for them.
     unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn(f) }
 }
 
@@ -404,9 +429,11 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
 /// wait; the caller resumes after that. Only from a coroutine on the
 /// scheduler thread (see [`Start::Here`]).
 fn spawn_here<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
-    // SAFETY: as for `spawn`. Running it nested changes only who resumes
-    // it first: the calling coroutine instead of the scheduler loop, on the
-    // same thread. Its later wake-ups come from the scheduler as usual.
+    // SAFETY: as for `spawn`. Running it nested changes who resumes it
+    // first (the calling coroutine instead of the scheduler loop, on the
+    // calling thread) and that the caller waits until that first slice
+    // ends; its later wake-ups come from the scheduler as usual. The caller
+    // must be on the scheduler thread (see `pause`).
     unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn_local(f) }
 }
 

@@ -344,3 +344,54 @@ fn workers_exit_when_the_master_dies() {
     kill(server.pid(), libc::SIGKILL);
     assert!(wait_until(Duration::from_secs(5), || workers.iter().all(|p| !alive(*p))), "orphaned workers kept running");
 }
+
+/// The accept loop starts each new connection at once, and may's accept
+/// only parks once the queue is empty: under a flood of new connections it
+/// must still pause now and then, or an open connection (and the worker's
+/// heartbeat) would wait for the flood to end. 32 clients each open a
+/// connection for one slow request (2 ms of blocked thread), so the queue is
+/// never empty while they run.
+#[test]
+fn a_flood_of_new_connections_does_not_starve_an_open_one() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "1", "--", &faults]);
+    let mut open = Reader::new(server.connect());
+    open.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(open.response(false).unwrap().status, 200);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let addr = server.addr;
+    let flood: Vec<_> = (0..32)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let mut served = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+                    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = s.write_all(b"GET /block?2 HTTP/1.1\r\nHost: f\r\nConnection: close\r\n\r\n");
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut s, &mut sink);
+                    served += u32::from(sink.starts_with(b"HTTP/1.1 200"));
+                }
+                served
+            })
+        })
+        .collect();
+    // Let the queue fill up, then ask on the open connection.
+    std::thread::sleep(Duration::from_millis(500));
+    let asked = Instant::now();
+    open.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    open.get_mut().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let answer = open.response(false);
+    let waited = asked.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served: u32 = flood.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!("open connection answered after {waited:?}; flood served {served}");
+    assert_eq!(answer.expect("the open connection was answered during the flood").status, 200);
+    assert!(served > 100, "the flood itself was served: {served}");
+}

@@ -23,41 +23,64 @@ const DIRECT_WRITE: usize = 16 * 1024;
 const READ_INITIAL: usize = 4 * 1024;
 const READ_GROW_MAX: usize = 64 * 1024;
 
-/// Initial-size read buffers that connections gave back, kept for the next
-/// connections (at most [`SPARE_READ_BUFFERS`] per thread). A 4 KiB block
-/// is beyond glibc's per-thread cache: allocating and freeing one per
-/// connection went through the arena's bins and consolidation, about 4% of
-/// the CPU of a connection-per-request load (perf, S4).
-const SPARE_READ_BUFFERS: usize = 64;
+/// Buffers of their initial size that connections gave back are kept for
+/// the next connections, at most this many of each kind per thread. Their
+/// blocks (4 KiB to read, 512 bytes to write) are beyond glibc's per-thread
+/// cache or overflow it with 64 connections at a time: allocating and
+/// freeing them per connection went through the arena's bins and
+/// consolidation, about 4% of the CPU of a connection-per-request load
+/// (perf, S4).
+const SPARES: usize = 64;
+
+type SpareList = std::cell::RefCell<Vec<Vec<u8>>>;
 
 thread_local! {
     // Taken and given back within one call, never held across a wait: a
-    // coroutine that moves to another thread just uses that thread's list.
-    static SPARE: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+    // coroutine that moves to another thread just uses that thread's lists.
+    static SPARE_READ: SpareList = const { std::cell::RefCell::new(Vec::new()) };
+    static SPARE_WRITE: SpareList = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn take_spare(list: &'static std::thread::LocalKey<SpareList>) -> Option<Vec<u8>> {
+    list.try_with(|spare| spare.borrow_mut().pop()).ok().flatten()
+}
+
+/// Keeps `buf` in `list` if there is room; frees it otherwise (and once the
+/// thread is exiting).
+fn give_spare(list: &'static std::thread::LocalKey<SpareList>, buf: Vec<u8>) {
+    let _ = list.try_with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() < SPARES {
+            spare.push(buf);
+        }
+    });
 }
 
 /// A zeroed (or reused, so initialised) buffer of `READ_INITIAL` bytes.
 fn take_read_buffer() -> Vec<u8> {
-    SPARE.try_with(|spare| spare.borrow_mut().pop()).ok().flatten().unwrap_or_else(|| vec![0; READ_INITIAL])
+    take_spare(&SPARE_READ).unwrap_or_else(|| vec![0; READ_INITIAL])
 }
 
-/// Keeps `buf` for [`take_read_buffer`] if it is of the initial size and
-/// there is room; frees it otherwise.
 fn give_back_read_buffer(buf: Vec<u8>) {
     if buf.len() == READ_INITIAL {
-        // (Not at all once the thread is exiting: the buffer is just freed.)
-        let _ = SPARE.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            if spare.len() < SPARE_READ_BUFFERS {
-                spare.push(buf);
-            }
-        });
+        give_spare(&SPARE_READ, buf);
     }
 }
 
-/// The write buffer's first allocation: most responses' head and body fit,
-/// and it stays within glibc's per-thread cache.
+/// The write buffer's first allocation: most responses' head and body fit.
 const WRITE_INITIAL: usize = 512;
+
+/// An empty buffer with room for `WRITE_INITIAL` bytes.
+fn take_write_buffer() -> Vec<u8> {
+    take_spare(&SPARE_WRITE).unwrap_or_else(|| Vec::with_capacity(WRITE_INITIAL))
+}
+
+fn give_back_write_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == WRITE_INITIAL {
+        buf.clear();
+        give_spare(&SPARE_WRITE, buf);
+    }
+}
 
 /// How long a connection with nothing buffered keeps its buffers while it
 /// waits for input (see [`Io::fill`]).
@@ -150,13 +173,43 @@ impl Drop for ReadBuf {
     }
 }
 
+/// Output not yet written. Its storage of the initial size goes back to the
+/// spare list when the connection ends or idles (see [`SPARES`]).
+#[derive(Default)]
+pub struct WriteBuf(Vec<u8>);
+
+impl std::ops::Deref for WriteBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WriteBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl WriteBuf {
+    fn release(&mut self) {
+        give_back_write_buffer(std::mem::take(&mut self.0));
+    }
+}
+
+impl Drop for WriteBuf {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// One connection's socket and buffers.
 pub struct Io {
     stream: Stream,
     /// Wakes this connection's waits at their deadlines (see `alarm`).
     alarm: AlarmHandle,
     pub rbuf: ReadBuf,
-    pub wbuf: Vec<u8>,
+    pub wbuf: WriteBuf,
     write_timeout: Duration,
     /// A write failed (possibly after sending part of the buffer): the byte
     /// stream is now unknown to us, so nothing more may be sent on it.
@@ -183,7 +236,7 @@ impl Io {
             stream,
             alarm,
             rbuf: ReadBuf::new(read_cap.max(READ_GROW_MAX)),
-            wbuf: Vec::new(),
+            wbuf: WriteBuf::default(),
             write_timeout,
             broken: false,
             drained: false,
@@ -300,7 +353,7 @@ impl Io {
                     return Ok(None);
                 }
                 self.rbuf.release();
-                self.wbuf = Vec::new();
+                self.wbuf.release();
                 released = true;
             }
             let until = match (deadline, stage_due.filter(|_| !released)) {
@@ -331,7 +384,7 @@ impl Io {
     /// it was reallocated three times per connection (callgrind).
     pub fn out(&mut self) -> &mut Vec<u8> {
         if self.wbuf.capacity() == 0 {
-            self.wbuf.reserve(WRITE_INITIAL);
+            self.wbuf.0 = take_write_buffer();
         }
         &mut self.wbuf
     }
@@ -361,7 +414,7 @@ impl Io {
         self.wbuf.clear();
         self.broken = result.is_err();
         if self.wbuf.capacity() > 4 * WRITE_BATCH {
-            self.wbuf = Vec::new();
+            self.wbuf = WriteBuf::default();
         }
         result
     }
@@ -443,7 +496,7 @@ impl Io {
 
 #[cfg(test)]
 mod tests {
-    use super::{READ_INITIAL, ReadBuf, SPARE};
+    use super::{READ_INITIAL, ReadBuf, SPARE_READ, SPARE_WRITE, WRITE_INITIAL, WriteBuf, take_write_buffer};
 
     /// The first storage a buffer gets, as an address.
     fn storage(buf: &mut ReadBuf) -> usize {
@@ -463,6 +516,21 @@ mod tests {
     }
 
     #[test]
+    fn a_write_buffer_given_back_is_reused_empty_and_a_grown_one_is_not_kept() {
+        let mut first = WriteBuf::default();
+        first.0 = take_write_buffer();
+        first.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        let address = first.as_ptr() as usize;
+        drop(first);
+        let second = take_write_buffer();
+        assert_eq!((second.as_ptr() as usize, second.len(), second.capacity()), (address, 0, WRITE_INITIAL));
+        let mut grown = WriteBuf(second);
+        grown.extend_from_slice(&[b'x'; 2 * WRITE_INITIAL]);
+        drop(grown);
+        assert_eq!(SPARE_WRITE.with(|spare| spare.borrow().len()), 0);
+    }
+
+    #[test]
     fn a_grown_read_buffer_is_not_kept() {
         let mut grown = ReadBuf::new(4 * READ_INITIAL);
         let len = grown.spare().len();
@@ -470,10 +538,10 @@ mod tests {
         assert_eq!(grown.spare().len(), READ_INITIAL, "full at the initial size: doubled");
         assert_eq!(grown.buf.len(), 2 * READ_INITIAL);
         drop(grown);
-        assert_eq!(SPARE.with(|spare| spare.borrow().len()), 0);
+        assert_eq!(SPARE_READ.with(|spare| spare.borrow().len()), 0);
         let mut plain = ReadBuf::new(4 * READ_INITIAL);
         storage(&mut plain);
         drop(plain);
-        assert_eq!(SPARE.with(|spare| spare.borrow().len()), 1);
+        assert_eq!(SPARE_READ.with(|spare| spare.borrow().len()), 1);
     }
 }

@@ -145,7 +145,8 @@ impl ReadBuf {
         self.end += n;
     }
 
-    /// Frees the storage (nothing may be buffered).
+    /// Gives the storage back (to the spare list, or frees it); nothing may
+    /// be buffered.
     fn release(&mut self) {
         if self.is_empty() {
             give_back_read_buffer(std::mem::take(&mut self.buf));

@@ -76,7 +76,7 @@ impl Listener {
     /// address is `None` for Unix sockets.
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
-            // TCP_NODELAY comes from the listener (see `from_fd`).
+            // TCP_NODELAY comes from the listener (see `prepare`).
             Listener::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
             Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }

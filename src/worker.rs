@@ -271,11 +271,13 @@ fn spawn_accept_loop(
     }
 }
 
-/// Connections the accept loop starts in a row before it pauses (see
-/// [`pause`]). may's accept parks only when the queue is empty: under a
-/// flood of new connections, an accept loop that never paused would starve
-/// the open connections, the alarm sweep and the liveness ticker (the
-/// master would then replace a worker that is merely busy).
+/// The accept loop pauses (see [`pause`]) after every this many
+/// connections it starts, whether or not it parked in between: may's accept
+/// parks only when the queue is empty, so under a flood of new connections
+/// an accept loop that never paused would starve the open connections, the
+/// alarm sweep and the liveness ticker (the master would then replace a
+/// worker that is merely busy). The pause costs a trip through may's timer
+/// thread per 64 connections.
 const ACCEPT_BURST: u32 = 64;
 
 /// Parks the calling coroutine for `dur`, letting the scheduler thread run

@@ -421,8 +421,8 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
     // across a park (the coroutine may resume on another thread) and fit
     // their stack. Our connection code keeps none (the Date cache is a
     // process-wide atomic; logging touches env_logger's thread-local
-    // buffer, and `io` its list of spare read buffers, only within one
-    // call), and STACK_WORDS is sized for it. Handlers run here too: the
+    // buffer, and `io` its lists of spare buffers, only within one call),
+    // and STACK_WORDS is sized for it. Handlers run here too: the
     // README states the same two rules for them.
     unsafe { coroutine::Builder::new().stack_size(STACK_WORDS).spawn(f) }
 }

@@ -24,7 +24,7 @@ use crate::access_log::{self, AccessLog, Entry};
 use crate::alarm::Alarms;
 use crate::codec::{Decoded, Decoder, Encoder, Filled, Read, StreamError, Write, chain};
 use crate::config::Limits;
-use crate::io::{Io, ReadBuf};
+use crate::io::{Close, Io, ReadBuf};
 use crate::net::Stream;
 use crate::park::{Parked, ParkingLot};
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
@@ -185,6 +185,9 @@ pub struct Exchange {
     /// Whether the connection stays open after the current response, as
     /// announced in its head.
     keep_alive: Cell<bool>,
+    /// The client said the current request is its last (`Connection:
+    /// close`, or HTTP/1.0 without keep-alive): nothing may follow it.
+    client_done: Cell<bool>,
     expect: Cell<Continue>,
     /// The protocol error that ended the connection, to be answered.
     error: Cell<Option<proto::Error>>,
@@ -212,6 +215,7 @@ impl Exchange {
             request: Cell::new(RequestInfo { is_head: false, minor: 1, keep_alive: false }),
             writing: Cell::new(Writing::Idle),
             keep_alive: Cell::new(false),
+            client_done: Cell::new(false),
             expect: Cell::new(Continue::NotExpected),
             error: Cell::new(None),
             served: Cell::new(conn.served),
@@ -347,6 +351,7 @@ impl RequestDecoder {
         let max = ex.limits.max_requests_per_conn;
         let keep_alive = req.keep_alive() && (max == 0 || served < max) && !ex.server.draining.load(Ordering::Relaxed);
         ex.request.set(RequestInfo { is_head: req.is_head(), minor: req.version_minor(), keep_alive });
+        ex.client_done.set(!req.keep_alive());
         ex.writing.set(Writing::AwaitingHead);
         let unread = match req.body_kind() {
             BodyKind::Empty | BodyKind::Length(0) => Unread::Nothing,
@@ -718,6 +723,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     let server = &admission.0;
     let (id, slot) = server.register(stream.as_raw_fd());
     let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &server.alarms);
+    io.await_first_input();
     // The head timeout runs from accept: a PROXY header does not extend it.
     let accepted = Instant::now();
     let peer = if limits.proxy_protocol {
@@ -728,7 +734,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
             Err(e) => {
                 log::debug!("closing a connection from {peer:?}: PROXY header: {e}");
                 server.deregister(id);
-                io.close(false);
+                io.close(Close::Now);
                 return;
             }
         }
@@ -799,7 +805,13 @@ fn run(
     // after its head, the client went away) is logged too; once only.
     ex.log_access(None);
     server.deregister(id);
-    io.close(linger);
+    io.close(if linger {
+        Close::Linger
+    } else if ex.client_done.get() {
+        Close::PeerDone
+    } else {
+        Close::Now
+    });
     drop(admission);
 }
 
@@ -808,7 +820,7 @@ fn run(
 fn park(io: Io, ex: &Exchange, admission: Admission) {
     let server = admission.0.clone();
     let Some(lot) = server.parking.get() else {
-        io.close(false);
+        io.close(Close::Now);
         return;
     };
     // Set: the connection waited before it parked.

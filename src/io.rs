@@ -245,6 +245,17 @@ impl Io {
         }
     }
 
+    /// For a connection just accepted: its first read waits for may's first
+    /// event on the socket instead of trying at once. When accept returns,
+    /// the request has usually not arrived (the client sends it after the
+    /// handshake completes), so that read only said "would block": one
+    /// system call of nine per connection-per-request (perf, S4). A request
+    /// that is already there is not missed: the first epoll_wait after a
+    /// registration reports the socket's current state.
+    pub fn await_first_input(&mut self) {
+        self.drained = true;
+    }
+
     /// Parks the coroutine until the socket has news or `until` passes
     /// (give or take an alarm tick).
     fn wait(&mut self, until: Instant) {
@@ -410,7 +421,7 @@ impl Io {
             return Ok(());
         }
         let wbuf = std::mem::take(&mut self.wbuf);
-        let result = self.write_all(&wbuf, data);
+        let result = self.write_all(&wbuf, data, false);
         self.wbuf = wbuf;
         self.wbuf.clear();
         self.broken = result.is_err();
@@ -421,8 +432,9 @@ impl Io {
     }
 
     /// Writes `first` then `second` whole. A write that cannot make
-    /// progress for `write_timeout` fails with TimedOut.
-    fn write_all(&mut self, first: &[u8], second: &[u8]) -> io::Result<()> {
+    /// progress for `write_timeout` fails with TimedOut. With `fin_follows`
+    /// the last segment waits for the FIN (see [`Stream::try_write`]).
+    fn write_all(&mut self, first: &[u8], second: &[u8], fin_follows: bool) -> io::Result<()> {
         let mut bufs = [IoSlice::new(first), IoSlice::new(second)];
         let mut slices: &mut [IoSlice<'_>] = &mut bufs;
         if slices[1].is_empty() {
@@ -433,7 +445,7 @@ impl Io {
         }
         let mut stalled_since = None;
         while !slices.is_empty() {
-            match self.stream.try_write(slices) {
+            match self.stream.try_write(slices, fin_follows) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     IoSlice::advance_slices(&mut slices, n);
@@ -459,22 +471,40 @@ impl Io {
         self.write_out(&[])
     }
 
-    /// Flushes, then closes so that the peer reads everything we sent.
-    ///
-    /// Closing a socket with unread input makes the kernel send RST, which
-    /// can destroy our last response before the client reads it (e.g. a 400
-    /// answering a request followed by more bytes). So: send FIN, then read
-    /// and discard for a short while until the peer closes too (what nginx
-    /// calls lingering close), bounded in time and bytes.
-    pub fn close(mut self, linger: bool) {
-        if self.flush().is_err() {
-            return;
+    /// Sends the last output and ends the connection as `how` says.
+    pub fn close(mut self, how: Close) {
+        if self.finish(how).is_ok() && how == Close::Linger {
+            self.linger();
         }
-        if !linger {
-            // Dropping the socket closes it, which sends FIN by itself.
-            return;
+        // Dropping the socket closes it: FIN, unless input is left unread
+        // (then the kernel sends RST, see `Close::Linger`).
+    }
+
+    /// Writes everything buffered; with [`Close::PeerDone`] and
+    /// [`Close::Linger`] the last segment is held for the FIN, which the
+    /// shutdown (here) or the close (by the caller) then sends with it.
+    fn finish(&mut self, how: Close) -> io::Result<()> {
+        if how == Close::Now {
+            return self.flush();
         }
-        let _ = self.stream.shutdown(Shutdown::Write);
+        if self.broken {
+            return Err(broken());
+        }
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let result = self.write_all(&wbuf, &[], true);
+        self.wbuf = wbuf;
+        self.wbuf.clear();
+        self.broken = result.is_err();
+        result?;
+        if how == Close::Linger {
+            let _ = self.stream.shutdown(Shutdown::Write);
+        }
+        Ok(())
+    }
+
+    /// Reads and discards until the peer closes too, bounded in time and
+    /// bytes (the write side is already shut down).
+    fn linger(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2).min(self.write_timeout);
         let mut discarded = 0usize;
         let mut sink = [0u8; 4096];
@@ -495,9 +525,137 @@ impl Io {
     }
 }
 
+/// How [`Io::close`] ends a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Close {
+    /// Send what is buffered, then close. The output leaves before the
+    /// close, so if input arrives meanwhile (a pipelined request to a
+    /// connection the server chose to end), the reset the kernel answers
+    /// the close with comes after our last response, not instead of it.
+    Now,
+    /// The peer announced that it sends nothing more (its last request
+    /// said `Connection: close`, which forbids further requests, RFC 9112
+    /// §9.6): the last response and the FIN leave in one segment. For the
+    /// peer that is a packet less to receive and acknowledge, and it reads
+    /// the end of the stream with the response.
+    PeerDone,
+    /// Input is left unread, and closing a socket with unread input makes
+    /// the kernel send RST, which can destroy our last response before the
+    /// client reads it (e.g. a 400 answering a request followed by more
+    /// bytes). So: send the FIN with the last response, then read and
+    /// discard for a short while until the peer closes too (what nginx
+    /// calls lingering close).
+    Linger,
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{READ_INITIAL, ReadBuf, SPARE_READ, SPARE_WRITE, WRITE_INITIAL, WriteBuf, take_write_buffer};
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{
+        Close, Io, READ_INITIAL, ReadBuf, SPARE_READ, SPARE_WRITE, WRITE_INITIAL, WriteBuf, take_write_buffer,
+    };
+    use crate::alarm::Alarms;
+    use crate::net::{Family, Stream};
+
+    /// A loopback connection: the client's end, and the server's as an
+    /// `Io` registered with may.
+    fn connection() -> (TcpStream, Io) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nodelay(true).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        server.set_nodelay(true).unwrap();
+        let stream = Stream::from_fd(server.into(), Family::Tcp);
+        let io = Io::new(stream, READ_INITIAL, Duration::from_secs(5), &Arc::new(Alarms::default()));
+        (client, io)
+    }
+
+    /// Whether `client` receives anything within 100 ms.
+    fn receives_soon(client: &mut TcpStream) -> bool {
+        client.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let mut byte = [0u8; 1];
+        match client.peek(&mut byte) {
+            Ok(_) => true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => false,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn the_last_response_to_a_client_that_is_done_leaves_with_the_fin() {
+        const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi";
+        // Close::Now sends at once: the check below can see a response.
+        let (mut client, mut io) = connection();
+        io.send(RESPONSE).unwrap();
+        io.finish(Close::Now).unwrap();
+        assert!(receives_soon(&mut client));
+        drop(io);
+        // Close::PeerDone holds the last segment until the close sends FIN.
+        let (mut client, mut io) = connection();
+        io.send(RESPONSE).unwrap();
+        io.finish(Close::PeerDone).unwrap();
+        assert!(!receives_soon(&mut client), "the response waits for the FIN");
+        io.close(Close::PeerDone);
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        assert_eq!(received, RESPONSE);
+    }
+
+    #[test]
+    fn a_lingering_close_sends_the_response_with_the_fin_and_reads_on() {
+        let (mut client, mut io) = connection();
+        io.send(b"HTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+        client.write_all(b"unread input").unwrap();
+        let closing = on_coroutine(move || io.close(Close::Linger));
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        assert_eq!(received, b"HTTP/1.1 400 Bad Request\r\n\r\n");
+        // The server still reads: had it closed with "unread input" unread,
+        // its kernel would have reset the connection, and more input would
+        // be answered with a reset too.
+        client.write_all(b"more unread input").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(client.read(&mut [0u8; 16]).unwrap(), 0, "end of stream, not a reset");
+        drop(client);
+        closing.join().unwrap();
+    }
+
+    /// Runs `f` on a may coroutine (where waits park).
+    fn on_coroutine<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> may::coroutine::JoinHandle<T> {
+        // SAFETY: `f` keeps no thread-local state across a wait (see
+        // `worker::spawn`), and the default stack fits these tests.
+        unsafe { may::coroutine::spawn(f) }
+    }
+
+    #[test]
+    fn a_new_connection_waits_first_and_reads_input_from_before_or_after() {
+        for delay in [None, Some(Duration::from_millis(50))] {
+            let (mut client, mut io) = connection();
+            match delay {
+                None => client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap(),
+                Some(delay) => drop(std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+                    // Kept open until the server has read.
+                    std::thread::sleep(Duration::from_secs(1));
+                })),
+            }
+            let got = on_coroutine(move || {
+                io.await_first_input();
+                let n = io.fill(Some(Instant::now() + Duration::from_secs(5))).unwrap();
+                (n, io.rbuf.data().to_vec())
+            })
+            .join()
+            .unwrap();
+            assert_eq!(got, (18, b"GET / HTTP/1.1\r\n\r\n".to_vec()), "input sent {delay:?} after accept");
+        }
+    }
 
     /// The first storage a buffer gets, as an address.
     fn storage(buf: &mut ReadBuf) -> usize {

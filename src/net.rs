@@ -135,8 +135,17 @@ impl Stream {
     /// Writes as much of `bufs` as the socket takes now (one `sendmsg`);
     /// `WouldBlock` when it takes nothing. MSG_NOSIGNAL: a peer that went
     /// away is an `EPIPE` error, never a SIGPIPE.
-    pub fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    ///
+    /// `fin_follows` promises a shutdown or close right after the last of
+    /// these writes: on TCP, MSG_MORE then holds back the last partial
+    /// segment, and the kernel sends it with the FIN (Linux sets FIN on an
+    /// unsent last segment). Without that promise a held segment would wait
+    /// for more data that never comes.
+    pub fn try_write(&self, bufs: &[IoSlice<'_>], fin_follows: bool) -> io::Result<usize> {
+        let mut flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        if fin_follows && matches!(self, Stream::Tcp(_)) {
+            flags |= MsgFlags::from_bits_retain(nix::libc::MSG_MORE);
+        }
         Ok(match bufs {
             [one] => send(self.as_raw_fd(), one, flags)?,
             _ => sendmsg::<()>(self.as_raw_fd(), bufs, &[], flags, None)?,

@@ -53,6 +53,7 @@ pub mod logging;
 pub mod master;
 pub mod net;
 pub mod park;
+pub mod pool;
 pub mod proto;
 pub mod status;
 pub mod worker;

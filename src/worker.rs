@@ -22,7 +22,8 @@ use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::net::{Listener, ListenerError, Stream};
-use crate::park::ParkingLot;
+use crate::park::{Parked, ParkingLot};
+use crate::pool::{Pool, Spawn};
 
 /// The descriptor number the master puts the channel on (as libuv's
 /// `stdio = {0, 1, 2, pipe}` does).
@@ -51,6 +52,28 @@ pub const MAY_THREADS: usize = 1;
 /// only matters for connections that come and go faster than a few
 /// hundred at a time, and idle ones park without a coroutine anyway.
 pub const COROUTINE_POOL: usize = 256;
+
+/// Connection coroutines kept idle for the next connection (see `pool`);
+/// past this, a coroutine that finishes its connection ends.
+pub const IDLE_CONN_COROUTINES: usize = 256;
+
+/// What a connection coroutine is given to serve.
+enum Job {
+    /// A connection just accepted (here or by the master), counted since.
+    Accepted { stream: Stream, peer: Option<SocketAddr>, admission: conn::Admission },
+    /// A parked connection whose next request arrived (or that closed).
+    Resumed(Parked),
+}
+
+type Connections = Arc<Pool<Job>>;
+
+/// The pool that serves this worker's connections with `app`.
+fn connection_pool(app: Arc<dyn App>, limits: Arc<Limits>) -> Connections {
+    Pool::new(IDLE_CONN_COROUTINES, move |job| match job {
+        Job::Accepted { stream, peer, admission } => conn::serve(stream, peer, &*app, &limits, admission),
+        Job::Resumed(parked) => conn::resume(parked, &*app, &limits),
+    })
+}
 
 /// Why a worker could not start.
 #[derive(Debug)]
@@ -162,15 +185,16 @@ fn serve(
     signals: SignalFd,
 ) -> ! {
     let state = Arc::new(ServerState::default());
+    let connections = connection_pool(app, limits.clone());
     if !limits.park_idle_after.is_zero() {
-        start_parking(&state, &app, &limits);
+        start_parking(&state, &connections);
     }
     let accepting: Vec<_> =
-        listeners.into_iter().map(|l| spawn_accept_loop(l, app.clone(), limits.clone(), state.clone())).collect();
+        listeners.into_iter().map(|l| spawn_accept_loop(l, connections.clone(), state.clone())).collect();
     // Connections the master accepted for us (see MasterMsg::Conn).
     let adopt = {
-        let (app, limits, state) = (app.clone(), limits.clone(), state.clone());
-        move |fd: OwnedFd| adopt_connection(fd, &app, &limits, &state)
+        let (connections, state) = (connections.clone(), state.clone());
+        move |fd: OwnedFd| adopt_connection(fd, &connections, &state)
     };
     spawn_alarm_sweep(&state);
     let ticks = spawn_liveness_ticker();
@@ -228,12 +252,7 @@ fn serve(
     std::process::exit(0)
 }
 
-fn spawn_accept_loop(
-    listener: Listener,
-    app: Arc<dyn App>,
-    limits: Arc<Limits>,
-    state: Arc<ServerState>,
-) -> coroutine::JoinHandle<()> {
+fn spawn_accept_loop(listener: Listener, connections: Connections, state: Arc<ServerState>) -> coroutine::JoinHandle<()> {
     let accept = move || {
         let mut started = 0u32;
         loop {
@@ -242,7 +261,7 @@ fn spawn_accept_loop(
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
                 Ok((stream, peer)) => {
-                    serve_connection(stream, peer, &app, &limits, &state, Start::Here);
+                    serve_connection(stream, peer, &connections, &state, Start::Here);
                     started += 1;
                     if started == ACCEPT_BURST {
                         started = 0;
@@ -296,7 +315,7 @@ fn pause(dur: Duration) {
 /// thread, which resumes each one on a fresh coroutine. Without it (the
 /// kernel refused an epoll instance or a thread), idle connections simply
 /// keep their coroutine.
-fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limits>) {
+fn start_parking(state: &Arc<ServerState>, connections: &Connections) {
     let lot = match ParkingLot::new() {
         Ok(lot) => lot,
         Err(e) => {
@@ -305,12 +324,11 @@ fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limi
         }
     };
     let _ = state.parking.set(lot);
-    let (state, app, limits) = (state.clone(), app.clone(), limits.clone());
+    let (state, connections) = (state.clone(), connections.clone());
     let resume = move |conn| {
-        let (app, limits) = (app.clone(), limits.clone());
-        // On failure the closure, and the connection in it, is dropped:
+        // On failure the job, and the connection in it, is dropped:
         // closed, like any idle connection the server cannot keep.
-        if let Err(e) = spawn(move || conn::resume(conn, &*app, &limits)) {
+        if let Err(e) = connections.run(Job::Resumed(conn), SPAWN_QUEUED) {
             log::error!("cannot start a connection coroutine: {e}");
         }
     };
@@ -325,43 +343,44 @@ fn start_parking(state: &Arc<ServerState>, app: &Arc<dyn App>, limits: &Arc<Limi
     }
 }
 
-/// Where a new connection's coroutine first runs.
+/// Where a connection's coroutine first runs when no idle one is left to
+/// take it (an idle one is unparked, which queues it on its scheduler
+/// thread).
 #[derive(Clone, Copy)]
 enum Start {
     /// At once, nested in the calling coroutine (the accept loop) until its
-    /// first wait: the scheduler thread is not woken through its eventfd
-    /// for a coroutine it is already running (a write, a read and an extra
-    /// epoll_wait per connection), and a request that is already there (a
-    /// backlog under load) is answered before the next accept.
+    /// first wait: may's `spawn` wakes the scheduler thread through its
+    /// eventfd even for a coroutine it is already running (a write, a read
+    /// and an extra epoll_wait per connection).
     Here,
     /// Queued to the scheduler thread: the caller is not a coroutine.
     Queued,
 }
 
-/// Serves one accepted connection on its own coroutine, counted from now
-/// until its last byte is flushed.
+const SPAWN_HERE: Spawn = |f| spawn_here(f).map(drop);
+const SPAWN_QUEUED: Spawn = |f| spawn(f).map(drop);
+
+/// Serves one accepted connection on a connection coroutine, counted from
+/// now until its last byte is flushed.
 fn serve_connection(
     stream: Stream,
     peer: Option<SocketAddr>,
-    app: &Arc<dyn App>,
-    limits: &Arc<Limits>,
+    connections: &Connections,
     state: &Arc<ServerState>,
     start: Start,
 ) {
     let admission = state.admit();
-    let (app, limits) = (app.clone(), limits.clone());
-    let serve = move || conn::serve(stream, peer, &*app, &limits, admission);
-    let started = match start {
-        Start::Here => spawn_here(serve),
-        Start::Queued => spawn(serve),
+    let spawn = match start {
+        Start::Here => SPAWN_HERE,
+        Start::Queued => SPAWN_QUEUED,
     };
-    if let Err(e) = started {
+    if let Err(e) = connections.run(Job::Accepted { stream, peer, admission }, spawn) {
         log::error!("cannot start a connection coroutine: {e}");
     }
 }
 
 /// Serves a TCP connection the master accepted and passed over the channel.
-fn adopt_connection(fd: OwnedFd, app: &Arc<dyn App>, limits: &Arc<Limits>, state: &Arc<ServerState>) {
+fn adopt_connection(fd: OwnedFd, connections: &Connections, state: &Arc<ServerState>) {
     let socket = std::net::TcpStream::from(fd);
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
@@ -370,7 +389,7 @@ fn adopt_connection(fd: OwnedFd, app: &Arc<dyn App>, limits: &Arc<Limits>, state
     // accepted it from a TCP listener). may panics only if epoll
     // registration fails, which this process cannot survive anyway.
     let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-    serve_connection(Stream::Tcp(stream), peer, app, limits, state, Start::Queued);
+    serve_connection(Stream::Tcp(stream), peer, connections, state, Start::Queued);
 }
 
 /// The coroutine that wakes connections whose wait reached its deadline

@@ -48,14 +48,19 @@ pub const STACK_WORDS: usize = 64 * 1024 / std::mem::size_of::<usize>();
 pub const MAY_THREADS: usize = 1;
 
 /// Finished coroutines may keeps for reuse (may's default: 1000, created
-/// up front). A pooled coroutine keeps the stack pages it touched; reuse
-/// only matters for connections that come and go faster than a few
-/// hundred at a time, and idle ones park without a coroutine anyway.
-pub const COROUTINE_POOL: usize = 256;
+/// up front). A pooled coroutine keeps the stack pages it touched. Most
+/// reuse happens in our own pool (below); may's takes the overflow.
+pub const COROUTINE_POOL: usize = 128;
 
 /// Connection coroutines kept idle for the next connection (see `pool`);
-/// past this, a coroutine that finishes its connection ends.
-pub const IDLE_CONN_COROUTINES: usize = 256;
+/// past this, a coroutine that finishes its connection ends. Each keeps
+/// the stack pages it touched (up to some 30 KiB); with may's pool that
+/// is at most a few MiB per worker after a burst (`scripts/idle-conns`:
+/// 1.41 KiB per idle connection with 128 of each; 2.05 with 256 of
+/// each; 1.24 before our pool, with 256 in may's).
+/// Reuse only matters for connections that come and go faster than this
+/// many at a time; idle ones park without a coroutine anyway.
+pub const IDLE_CONN_COROUTINES: usize = 128;
 
 /// What a connection coroutine is given to serve.
 enum Job {
@@ -252,7 +257,11 @@ fn serve(
     std::process::exit(0)
 }
 
-fn spawn_accept_loop(listener: Listener, connections: Connections, state: Arc<ServerState>) -> coroutine::JoinHandle<()> {
+fn spawn_accept_loop(
+    listener: Listener,
+    connections: Connections,
+    state: Arc<ServerState>,
+) -> coroutine::JoinHandle<()> {
     let accept = move || {
         let mut started = 0u32;
         loop {

@@ -95,7 +95,7 @@ pub struct Limits {
     /// An idle keep-alive connection quiet this long gives up its coroutine
     /// and buffers: the worker watches its socket with a small record
     /// instead (under 1 KiB, against 16 KiB for a parked coroutine), and
-    /// calls the handler again on a fresh coroutine when the next request
+    /// calls the handler again on another coroutine when the next request
     /// arrives. So the handler's `for req in read` loop also ends at such a
     /// pause. 0 keeps every connection on one coroutine and one handler
     /// call for its whole life (for handlers that keep per-connection state

@@ -482,7 +482,9 @@ impl Io {
 
     /// Writes everything buffered; with [`Close::PeerDone`] and
     /// [`Close::Linger`] the last segment is held for the FIN, which the
-    /// shutdown (here) or the close (by the caller) then sends with it.
+    /// shutdown then sends with it. (Not left to the close: the kernel only
+    /// sends FIN when the last descriptor of the socket goes, and the
+    /// master may still hold one of a connection it passed us.)
     fn finish(&mut self, how: Close) -> io::Result<()> {
         if how == Close::Now {
             return self.flush();
@@ -496,9 +498,7 @@ impl Io {
         self.wbuf.clear();
         self.broken = result.is_err();
         result?;
-        if how == Close::Linger {
-            let _ = self.stream.shutdown(Shutdown::Write);
-        }
+        let _ = self.stream.shutdown(Shutdown::Write);
         Ok(())
     }
 
@@ -535,9 +535,10 @@ pub enum Close {
     Now,
     /// The peer announced that it sends nothing more (its last request
     /// said `Connection: close`, which forbids further requests, RFC 9112
-    /// §9.6): the last response and the FIN leave in one segment. For the
-    /// peer that is a packet less to receive and acknowledge, and it reads
-    /// the end of the stream with the response.
+    /// §9.6): the last response and the FIN leave in one segment (a
+    /// shutdown, then the close). For the peer that is a packet less to
+    /// receive and acknowledge, and it reads the end of the stream with the
+    /// response.
     PeerDone,
     /// Input is left unread, and closing a socket with unread input makes
     /// the kernel send RST, which can destroy our last response before the
@@ -586,24 +587,35 @@ mod tests {
     }
 
     #[test]
-    fn the_last_response_to_a_client_that_is_done_leaves_with_the_fin() {
+    fn a_last_write_waits_for_the_fin_and_leaves_with_it() {
         const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi";
-        // Close::Now sends at once: the check below can see a response.
+        // An ordinary write leaves at once: the check below can see it.
         let (mut client, mut io) = connection();
-        io.send(RESPONSE).unwrap();
-        io.finish(Close::Now).unwrap();
+        io.write_all(RESPONSE, &[], false).unwrap();
         assert!(receives_soon(&mut client));
-        drop(io);
-        // Close::PeerDone holds the last segment until the close sends FIN.
+        // A last write (MSG_MORE) is held until the FIN goes.
         let (mut client, mut io) = connection();
-        io.send(RESPONSE).unwrap();
-        io.finish(Close::PeerDone).unwrap();
-        assert!(!receives_soon(&mut client), "the response waits for the FIN");
-        io.close(Close::PeerDone);
+        io.write_all(RESPONSE, &[], true).unwrap();
+        assert!(!receives_soon(&mut client), "the last segment waits for the FIN");
+        io.stream.shutdown(std::net::Shutdown::Write).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut received = Vec::new();
         client.read_to_end(&mut received).unwrap();
         assert_eq!(received, RESPONSE);
+    }
+
+    #[test]
+    fn a_client_that_is_done_gets_the_response_and_the_end_before_the_socket_closes() {
+        // As when the master still holds a descriptor of the socket: the
+        // response must not wait for the last one to close.
+        let (mut client, mut io) = connection();
+        io.send(b"HTTP/1.1 204 No Content\r\n\r\n").unwrap();
+        io.finish(Close::PeerDone).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).unwrap();
+        assert_eq!(received, b"HTTP/1.1 204 No Content\r\n\r\n");
+        drop(io);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `--park-idle-after`, a connection's handler loop ends and its socket
 //! moves here: one record of about a hundred bytes, watched by one epoll
 //! instance on one thread per worker. When the next request arrives (or the
-//! client closes), the socket goes back to may on a fresh coroutine; when
+//! client closes), the socket goes back to may on another coroutine; when
 //! the idle timeout passes first, it is closed here. A drain closes every
 //! parked connection at once, which is what a drain does to idle ones.
 

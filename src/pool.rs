@@ -10,24 +10,25 @@
 //! handing over a connection is two short locks and an unpark (a push on the
 //! scheduler thread's own run queue), and the stack it runs on is the one
 //! used last.
+//!
+//! A coroutine waits on its slot's own blocker, not on `coroutine::park`:
+//! a wake-up left over from the hand-over would otherwise make a handler's
+//! first `park` on the next connection return at once.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use may::coroutine::{self, Coroutine};
+use may::sync::Blocker;
 
-/// A connection coroutine without a connection: parked until [`Pool::run`]
-/// puts a job in its slot.
-struct Idle<J> {
-    co: Coroutine,
-    slot: Arc<Slot<J>>,
+/// Where a job waits for the idle connection coroutine it was handed to,
+/// and how that coroutine is woken.
+struct Slot<J> {
+    job: Mutex<Option<J>>,
+    wake: Blocker,
 }
 
-/// Where a job waits for the coroutine it was handed to.
-struct Slot<J>(Mutex<Option<J>>);
-
 impl<J> Slot<J> {
-    fn lock(&self) -> MutexGuard<'_, Option<J>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn job(&self) -> MutexGuard<'_, Option<J>> {
+        self.job.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -36,7 +37,8 @@ pub type Spawn = fn(Box<dyn FnOnce() + Send>) -> std::io::Result<()>;
 
 /// Idle connection coroutines of one worker, and what they run.
 pub struct Pool<J> {
-    idle: Mutex<Vec<Idle<J>>>,
+    /// The slots of the idle coroutines, the one that went idle last on top.
+    idle: Mutex<Vec<Arc<Slot<J>>>>,
     /// Idle coroutines kept at most; one that finds the stack full ends
     /// (its stack goes back to may's pool, or is freed).
     keep: usize,
@@ -49,7 +51,7 @@ impl<J: Send + 'static> Pool<J> {
         Arc::new(Pool { idle: Mutex::new(Vec::new()), keep, work: Box::new(work) })
     }
 
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle<J>>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<Arc<Slot<J>>>> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -65,9 +67,9 @@ impl<J: Send + 'static> Pool<J> {
     pub fn run(self: &Arc<Self>, job: J, spawn: Spawn) -> std::io::Result<()> {
         let idle = self.idle().pop();
         match idle {
-            Some(Idle { co, slot }) => {
-                *slot.lock() = Some(job);
-                co.unpark();
+            Some(slot) => {
+                *slot.job() = Some(job);
+                slot.wake.unpark();
                 Ok(())
             }
             None => {
@@ -80,7 +82,9 @@ impl<J: Send + 'static> Pool<J> {
     /// The body of every connection coroutine: run the job, go idle, wait
     /// for the next one.
     fn serve(self: Arc<Self>, first: J) {
-        let slot = Arc::new(Slot(Mutex::new(None)));
+        // Made on the coroutine, the blocker parks the coroutine (not the
+        // thread); it never cancels (ours are never cancelled anyway).
+        let slot = Arc::new(Slot { job: Mutex::new(None), wake: Blocker::new(true) });
         let mut job = first;
         loop {
             (self.work)(job);
@@ -89,15 +93,16 @@ impl<J: Send + 'static> Pool<J> {
                 if idle.len() >= self.keep {
                     return;
                 }
-                idle.push(Idle { co: coroutine::current(), slot: slot.clone() });
+                idle.push(slot.clone());
             }
             // An unpark that came before the park makes it return at once;
-            // one that came for nothing (none is sent) would only loop.
+            // one left over (the job was taken before the park) only costs
+            // a turn of this loop.
             job = loop {
-                if let Some(job) = slot.lock().take() {
+                if let Some(job) = slot.job().take() {
                     break job;
                 }
-                coroutine::park();
+                let _ = slot.wake.park(None);
             };
         }
     }

@@ -321,7 +321,7 @@ fn pause(dur: Duration) {
 }
 
 /// Creates the worker's parking lot for idle connections and its watcher
-/// thread, which resumes each one on a fresh coroutine. Without it (the
+/// thread, which resumes each one on a connection coroutine. Without it (the
 /// kernel refused an epoll instance or a thread), idle connections simply
 /// keep their coroutine.
 fn start_parking(state: &Arc<ServerState>, connections: &Connections) {

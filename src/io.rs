@@ -404,15 +404,16 @@ impl Io {
     /// Queues `data` for sending; writes out when the batch is full.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         if data.len() >= DIRECT_WRITE {
-            return self.write_out(data);
+            return self.write_out(data, false);
         }
         self.out().extend_from_slice(data);
         if self.wbuf.len() >= WRITE_BATCH { self.flush() } else { Ok(()) }
     }
 
     /// Writes the buffered output and then `data` with as few syscalls as
-    /// possible (one sendmsg of both), without copying `data`.
-    fn write_out(&mut self, data: &[u8]) -> io::Result<()> {
+    /// possible (one sendmsg of both), without copying `data`. With
+    /// `fin_follows`, see [`Io::write_all`].
+    fn write_out(&mut self, data: &[u8], fin_follows: bool) -> io::Result<()> {
         if self.broken {
             self.wbuf.clear();
             return Err(broken());
@@ -421,7 +422,7 @@ impl Io {
             return Ok(());
         }
         let wbuf = std::mem::take(&mut self.wbuf);
-        let result = self.write_all(&wbuf, data, false);
+        let result = self.write_all(&wbuf, data, fin_follows);
         self.wbuf = wbuf;
         self.wbuf.clear();
         self.broken = result.is_err();
@@ -468,7 +469,7 @@ impl Io {
 
     /// Writes everything buffered.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.write_out(&[])
+        self.write_out(&[], false)
     }
 
     /// Sends the last output and ends the connection as `how` says.
@@ -489,15 +490,7 @@ impl Io {
         if how == Close::Now {
             return self.flush();
         }
-        if self.broken {
-            return Err(broken());
-        }
-        let wbuf = std::mem::take(&mut self.wbuf);
-        let result = self.write_all(&wbuf, &[], true);
-        self.wbuf = wbuf;
-        self.wbuf.clear();
-        self.broken = result.is_err();
-        result?;
+        self.write_out(&[], true)?;
         let _ = self.stream.shutdown(Shutdown::Write);
         Ok(())
     }

@@ -270,7 +270,7 @@ fn spawn_accept_loop(
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
                 Ok((stream, peer)) => {
-                    serve_connection(stream, peer, &connections, &state, Start::Here);
+                    serve_connection(stream, peer, &connections, &state, SPAWN_HERE);
                     started += 1;
                     if started == ACCEPT_BURST {
                         started = 0;
@@ -352,21 +352,16 @@ fn start_parking(state: &Arc<ServerState>, connections: &Connections) {
     }
 }
 
-/// Where a connection's coroutine first runs when no idle one is left to
-/// take it (an idle one is unparked, which queues it on its scheduler
-/// thread).
-#[derive(Clone, Copy)]
-enum Start {
-    /// At once, nested in the calling coroutine (the accept loop) until its
-    /// first wait: may's `spawn` wakes the scheduler thread through its
-    /// eventfd even for a coroutine it is already running (a write, a read
-    /// and an extra epoll_wait per connection).
-    Here,
-    /// Queued to the scheduler thread: the caller is not a coroutine.
-    Queued,
-}
+// How a connection coroutine starts when no idle one is left to take the
+// connection (an idle one is unparked, which queues it on its scheduler
+// thread).
 
+/// At once, nested in the calling coroutine (the accept loop) until its
+/// first wait: may's `spawn` wakes the scheduler thread through its eventfd
+/// even for a coroutine it is already running (a write, a read and an extra
+/// epoll_wait per connection).
 const SPAWN_HERE: Spawn = |f| spawn_here(f).map(drop);
+/// Queued to the scheduler thread: for callers that are not coroutines.
 const SPAWN_QUEUED: Spawn = |f| spawn(f).map(drop);
 
 /// Serves one accepted connection on a connection coroutine, counted from
@@ -376,13 +371,9 @@ fn serve_connection(
     peer: Option<SocketAddr>,
     connections: &Connections,
     state: &Arc<ServerState>,
-    start: Start,
+    spawn: Spawn,
 ) {
     let admission = state.admit();
-    let spawn = match start {
-        Start::Here => SPAWN_HERE,
-        Start::Queued => SPAWN_QUEUED,
-    };
     if let Err(e) = connections.run(Job::Accepted { stream, peer, admission }, spawn) {
         log::error!("cannot start a connection coroutine: {e}");
     }
@@ -398,7 +389,7 @@ fn adopt_connection(fd: OwnedFd, connections: &Connections, state: &Arc<ServerSt
     // accepted it from a TCP listener). may panics only if epoll
     // registration fails, which this process cannot survive anyway.
     let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-    serve_connection(Stream::Tcp(stream), peer, connections, state, Start::Queued);
+    serve_connection(Stream::Tcp(stream), peer, connections, state, SPAWN_QUEUED);
 }
 
 /// The coroutine that wakes connections whose wait reached its deadline
@@ -457,7 +448,7 @@ fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle
 
 /// [`spawn`], but the coroutine runs at once on this thread until its first
 /// wait; the caller resumes after that. Only from a coroutine on the
-/// scheduler thread (see [`Start::Here`]).
+/// scheduler thread (see [`SPAWN_HERE`]).
 fn spawn_here<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
     // SAFETY: as for `spawn`. Running it nested changes who resumes it
     // first (the calling coroutine instead of the scheduler loop, on the

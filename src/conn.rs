@@ -88,18 +88,44 @@ struct ConnSlot {
     idle: AtomicBool,
 }
 
-impl ServerState {
-    fn register(&self, fd: RawFd) -> (u64, Arc<ConnSlot>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(ConnSlot { fd, idle: AtomicBool::new(true) });
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, slot.clone());
-        (id, slot)
-    }
+/// A connection's entry in its worker's registry, through which
+/// [`ServerState::close_idle`] reaches the connection's socket by number.
+/// The entry must go before the socket closes, or `close_idle` could shut
+/// down an unrelated connection that reused the number. So it is created
+/// after the connection's [`Io`] and is always dropped before it (also
+/// when a panic unwinds past the handler's guard); the normal paths
+/// release it explicitly before they close or park the socket.
+#[derive(Debug)]
+struct Registration {
+    server: Arc<ServerState>,
+    id: u64,
+    slot: Arc<ConnSlot>,
+    active: Cell<bool>,
+}
 
-    /// Must run before the socket is closed: the registry lock is what keeps
-    /// [`ServerState::close_idle`] from touching a reused descriptor number.
-    fn deregister(&self, id: u64) {
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+impl Registration {
+    fn release(&self) {
+        if self.active.replace(false) {
+            // The registry lock is what keeps `close_idle` from touching a
+            // descriptor number after this returns.
+            self.server.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl ServerState {
+    /// Registers the connection whose socket `io` holds.
+    fn register(self: &Arc<Self>, io: &Io) -> Registration {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(ConnSlot { fd: io.as_raw_fd(), idle: AtomicBool::new(true) });
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, slot.clone());
+        Registration { server: self.clone(), id, slot, active: Cell::new(true) }
     }
 
     /// Counts an accepted connection until the returned token is dropped:
@@ -196,7 +222,8 @@ pub struct Exchange {
     /// waited for the next one. `None` until then, so that answering a
     /// pipelined batch reads the clock once, not once per request.
     idle_since: Cell<Option<Instant>>,
-    slot: Arc<ConnSlot>,
+    /// Dropped with the exchange, which `run` declares after the `Io`.
+    registration: Registration,
     /// Body bytes discarded for the current request.
     drained: Cell<u64>,
     unread: Cell<Unread>,
@@ -207,7 +234,7 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn new(limits: Arc<Limits>, server: Arc<ServerState>, slot: Arc<ConnSlot>, conn: &ConnState) -> Exchange {
+    fn new(limits: Arc<Limits>, server: Arc<ServerState>, registration: Registration, conn: &ConnState) -> Exchange {
         Exchange {
             body_limits: BodyLimits::from(&*limits),
             limits,
@@ -220,7 +247,7 @@ impl Exchange {
             error: Cell::new(None),
             served: Cell::new(conn.served),
             idle_since: Cell::new(Some(conn.idle_since)),
-            slot,
+            registration,
             drained: Cell::new(0),
             unread: Cell::new(Unread::Nothing),
             peer: conn.peer,
@@ -397,7 +424,7 @@ impl Decoder for RequestDecoder {
         }
         match head::parse(input.data(), &self.ex.limits) {
             Ok(Some((req, n))) => {
-                self.ex.slot.idle.store(false, Ordering::SeqCst);
+                self.ex.registration.slot.idle.store(false, Ordering::SeqCst);
                 input.consume(n);
                 self.start_request(&req);
                 Ok(Decoded::Item(req))
@@ -405,7 +432,7 @@ impl Decoder for RequestDecoder {
             Ok(None) => {
                 if input.is_empty() {
                     input.release_if_empty();
-                    self.ex.slot.idle.store(true, Ordering::SeqCst);
+                    self.ex.registration.slot.idle.store(true, Ordering::SeqCst);
                     // Idle connections are being closed, and that sweep may
                     // have missed us while we were busy: close now.
                     if self.ex.server.closing_idle.load(Ordering::SeqCst) {
@@ -413,7 +440,7 @@ impl Decoder for RequestDecoder {
                         return Ok(Decoded::End);
                     }
                 } else {
-                    self.ex.slot.idle.store(false, Ordering::SeqCst);
+                    self.ex.registration.slot.idle.store(false, Ordering::SeqCst);
                     if let Reading::Idle = self.reading {
                         self.reading = Reading::Head { since: Instant::now() };
                     }
@@ -721,8 +748,9 @@ impl Write<'_, ResponseEncoder> {
 /// cost a syscall per connection).
 pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
     let server = &admission.0;
-    let (id, slot) = server.register(stream.as_raw_fd());
     let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &server.alarms);
+    // Declared after `io`, so dropped before it (see `Registration`).
+    let registration = server.register(&io);
     io.await_first_input();
     // The head timeout runs from accept: a PROXY header does not extend it.
     let accepted = Instant::now();
@@ -733,7 +761,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
             Ok(Proxied::Local) => peer,
             Err(e) => {
                 log::debug!("closing a connection from {peer:?}: PROXY header: {e}");
-                server.deregister(id);
+                registration.release();
                 io.close(Close::Now);
                 return;
             }
@@ -742,17 +770,16 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
         peer
     };
     let conn = ConnState { peer, served: 0, idle_since: accepted };
-    run(io, (id, slot), &conn, Reading::Head { since: accepted }, app, limits, admission);
+    run(io, registration, &conn, Reading::Head { since: accepted }, app, limits, admission);
 }
 
 /// Serves a parked connection again (its next request has arrived, or its
 /// client closed), on the calling coroutine: a new call of `app`.
 pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
     let (stream, conn, admission) = parked.into_parts();
-    let registered = admission.0.register(stream.as_raw_fd());
     let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &admission.0.alarms);
-    let reading = Reading::Idle;
-    run(io, registered, &conn, reading, app, limits, admission);
+    let registration = admission.0.register(&io);
+    run(io, registration, &conn, Reading::Idle, app, limits, admission);
 }
 
 /// What a connection carries from one handler call to the next (through
@@ -769,7 +796,7 @@ pub struct ConnState {
 /// the handler's loop ended on a quiet pause.
 fn run(
     io: Io,
-    (id, slot): (u64, Arc<ConnSlot>),
+    registration: Registration,
     conn: &ConnState,
     reading: Reading,
     app: &dyn App,
@@ -777,8 +804,10 @@ fn run(
     admission: Admission,
 ) {
     let server = &admission.0;
-    let io = RefCell::new(io);
-    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), slot, conn));
+    let mut io = RefCell::new(io);
+    // Declared after `io` and never moved out of this frame, so a panic in
+    // this function drops the registration before the socket.
+    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), registration, conn));
     let decoder = RequestDecoder { ex: ex.clone(), reading };
     let encoder = ResponseEncoder { ex: ex.clone() };
     let run = chain(
@@ -790,22 +819,21 @@ fn run(
         encoder,
     );
     let outcome = catch_unwind(AssertUnwindSafe(|| run(&io)));
-    let mut io = io.into_inner();
     // Parked only if the handler returned normally after its loop ended on
     // the pause, with nothing half-written: the socket alone then holds the
     // connection's state.
-    if matches!(outcome, Ok((Ok(()), None, true))) && ex.writing.get() == Writing::Idle && io.is_settled() {
-        server.deregister(id);
-        park(io, &ex, admission);
+    if matches!(outcome, Ok((Ok(()), None, true))) && ex.writing.get() == Writing::Idle && io.get_mut().is_settled() {
+        ex.registration.release();
+        park(io.into_inner(), &ex, admission);
         return;
     }
     let outcome = outcome.map(|(result, error, _)| (result, error));
-    let linger = finish_connection(&ex, &mut io, outcome);
+    let linger = finish_connection(&ex, io.get_mut(), outcome);
     // A response that ended abnormally (the handler failed or panicked
     // after its head, the client went away) is logged too; once only.
     ex.log_access(None);
-    server.deregister(id);
-    io.close(if linger {
+    ex.registration.release();
+    io.into_inner().close(if linger {
         Close::Linger
     } else if ex.client_done.get() {
         Close::PeerDone
@@ -937,5 +965,49 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             // connection under our last response.
             !io.rbuf.is_empty() || ex.unread.get() != Unread::Nothing
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::ServerState;
+    use crate::io::Io;
+    use crate::net::{Family, Stream};
+
+    fn open(server: &ServerState) -> usize {
+        server.open.lock().unwrap().len()
+    }
+
+    #[test]
+    fn a_connection_leaves_the_registry_when_released_or_unwound() {
+        let server = Arc::new(ServerState::default());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let connect = || {
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            (client, Io::new(stream, 1024, Duration::from_secs(5), &server.alarms))
+        };
+        // Released on the normal path.
+        let (_client, io) = connect();
+        let registration = server.register(&io);
+        assert_eq!(open(&server), 1);
+        registration.release();
+        assert_eq!(open(&server), 0);
+        drop(registration);
+        // A panic outside the handler's guard still removes the entry.
+        let (_client, io) = connect();
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            let _registration = server.register(&io);
+            assert_eq!(open(&server), 1);
+            panic!("a bug between accept and close");
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(open(&server), 0);
     }
 }

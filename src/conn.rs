@@ -205,7 +205,6 @@ enum Writing {
 pub struct Exchange {
     limits: Arc<Limits>,
     body_limits: BodyLimits,
-    server: Arc<ServerState>,
     request: Cell<RequestInfo>,
     writing: Cell<Writing>,
     /// Whether the connection stays open after the current response, as
@@ -222,7 +221,9 @@ pub struct Exchange {
     /// waited for the next one. `None` until then, so that answering a
     /// pipelined batch reads the clock once, not once per request.
     idle_since: Cell<Option<Instant>>,
-    /// Dropped with the exchange, which `run` declares after the `Io`.
+    /// The connection's entry in its worker's registry, and the worker's
+    /// shared state. Dropped with the exchange, which `run` declares after
+    /// the `Io`.
     registration: Registration,
     /// Body bytes discarded for the current request.
     drained: Cell<u64>,
@@ -234,11 +235,10 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    fn new(limits: Arc<Limits>, server: Arc<ServerState>, registration: Registration, conn: &ConnState) -> Exchange {
+    fn new(limits: Arc<Limits>, registration: Registration, conn: &ConnState) -> Exchange {
         Exchange {
             body_limits: BodyLimits::from(&*limits),
             limits,
-            server,
             request: Cell::new(RequestInfo { is_head: false, minor: 1, keep_alive: false }),
             writing: Cell::new(Writing::Idle),
             keep_alive: Cell::new(false),
@@ -370,13 +370,14 @@ impl RequestDecoder {
         let ex = &self.ex;
         let served = ex.served.get() + 1;
         ex.served.set(served);
-        ex.server.requests.fetch_add(1, Ordering::Relaxed);
+        ex.registration.server.requests.fetch_add(1, Ordering::Relaxed);
         ex.drained.set(0);
         if ex.access.is_some() {
             ex.entry.borrow_mut().start(req);
         }
         let max = ex.limits.max_requests_per_conn;
-        let keep_alive = req.keep_alive() && (max == 0 || served < max) && !ex.server.draining.load(Ordering::Relaxed);
+        let keep_alive =
+            req.keep_alive() && (max == 0 || served < max) && !ex.registration.server.draining.load(Ordering::Relaxed);
         ex.request.set(RequestInfo { is_head: req.is_head(), minor: req.version_minor(), keep_alive });
         ex.client_done.set(!req.keep_alive());
         ex.writing.set(Writing::AwaitingHead);
@@ -435,7 +436,7 @@ impl Decoder for RequestDecoder {
                     self.ex.registration.slot.idle.store(true, Ordering::SeqCst);
                     // Idle connections are being closed, and that sweep may
                     // have missed us while we were busy: close now.
-                    if self.ex.server.closing_idle.load(Ordering::SeqCst) {
+                    if self.ex.registration.server.closing_idle.load(Ordering::SeqCst) {
                         self.reading = Reading::Closed;
                         return Ok(Decoded::End);
                     }
@@ -484,8 +485,8 @@ impl Decoder for RequestDecoder {
         let after = ex.limits.park_idle_after;
         let parkable = matches!(self.reading, Reading::Idle)
             && !after.is_zero()
-            && ex.server.parking.get().is_some()
-            && !ex.server.draining.load(Ordering::Relaxed);
+            && ex.registration.server.parking.get().is_some()
+            && !ex.registration.server.draining.load(Ordering::Relaxed);
         parkable.then_some(after)
     }
 }
@@ -557,7 +558,10 @@ impl Encoder<Response<'_>> for ResponseEncoder {
         // may not send it), when the unread body is too large to drain, or
         // when the worker is draining.
         let undrainable = matches!(ex.unread.get(), Unread::Bytes(n) if n > ex.limits.max_drain_bytes);
-        if ex.expect.get() == Continue::Pending || undrainable || ex.server.draining.load(Ordering::Relaxed) {
+        if ex.expect.get() == Continue::Pending
+            || undrainable
+            || ex.registration.server.draining.load(Ordering::Relaxed)
+        {
             info.keep_alive = false;
         }
         let (framing, keep_alive) =
@@ -803,11 +807,10 @@ fn run(
     limits: &Arc<Limits>,
     admission: Admission,
 ) {
-    let server = &admission.0;
     let mut io = RefCell::new(io);
     // Declared after `io` and never moved out of this frame, so a panic in
     // this function drops the registration before the socket.
-    let ex = Rc::new(Exchange::new(limits.clone(), server.clone(), registration, conn));
+    let ex = Rc::new(Exchange::new(limits.clone(), registration, conn));
     let decoder = RequestDecoder { ex: ex.clone(), reading };
     let encoder = ResponseEncoder { ex: ex.clone() };
     let run = chain(

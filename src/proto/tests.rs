@@ -351,3 +351,23 @@ fn many_headers_spill_from_the_stack_slots_to_the_heap() {
         &Limits { max_head_bytes: 1 << 20, ..limits },
     );
 }
+
+#[test]
+fn a_request_reusing_a_dropped_requests_buffer_holds_only_its_own_head() {
+    let limits = Limits::default();
+    let parse = |wire: &[u8]| crate::proto::head::parse(wire, &limits).unwrap().unwrap().0;
+    let long = parse(b"POST /a/long/path HTTP/1.1\r\nHost: first\r\nX-One: 1\r\nX-Two: 2\r\nContent-Length: 3\r\n\r\n");
+    let kept = long.clone();
+    drop(long); // its buffer is now this thread's spare
+    let short = parse(b"GET /b HTTP/1.0\r\n\r\n");
+    assert_eq!((short.method(), short.target(), short.version_minor()), ("GET", "/b", 0));
+    assert_eq!(short.headers().count(), 0);
+    assert_eq!(short.content_length(), Some(0));
+    let next = parse(b"GET /c HTTP/1.1\r\nhost: third\r\n\r\n");
+    assert_eq!(next.headers().collect::<Vec<_>>(), [("host", &b"third"[..])]);
+    // Requests still held are untouched by the ones parsed after them.
+    assert_eq!(short.target(), "/b");
+    assert_eq!(kept.target(), "/a/long/path");
+    assert_eq!(kept.header("x-two"), Some("2"));
+    assert_eq!(kept.content_length(), Some(3));
+}

@@ -88,6 +88,19 @@ struct ConnSlot {
     idle: AtomicBool,
 }
 
+impl ConnSlot {
+    /// Clears the idle mark. Only a change is stored: the store must be
+    /// sequentially consistent (see [`ServerState::close_idle`]), which is
+    /// a locked instruction, and a pipelined batch would otherwise pay it
+    /// per request. Only the connection itself writes its mark, so the
+    /// relaxed load sees its own last store.
+    fn set_busy(&self) {
+        if self.idle.load(Ordering::Relaxed) {
+            self.idle.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 /// A connection's entry in its worker's registry, through which
 /// [`ServerState::close_idle`] reaches the connection's socket by number.
 /// The entry must go before the socket closes, or `close_idle` could shut
@@ -217,6 +230,11 @@ pub struct Exchange {
     /// The protocol error that ended the connection, to be answered.
     error: Cell<Option<proto::Error>>,
     served: Cell<u64>,
+    /// How much of `served` the worker's request counter already has: the
+    /// counter is a shared atomic, so it is added to once per batch of
+    /// requests, when the connection waits for input, rather than once per
+    /// request (a locked instruction each).
+    counted: Cell<u64>,
     /// When the connection went idle between requests: when it first
     /// waited for the next one. `None` until then, so that answering a
     /// pipelined batch reads the clock once, not once per request.
@@ -246,6 +264,7 @@ impl Exchange {
             expect: Cell::new(Continue::NotExpected),
             error: Cell::new(None),
             served: Cell::new(conn.served),
+            counted: Cell::new(conn.served),
             idle_since: Cell::new(Some(conn.idle_since)),
             registration,
             drained: Cell::new(0),
@@ -253,6 +272,16 @@ impl Exchange {
             peer: conn.peer,
             access: access_log::get(),
             entry: RefCell::new(Entry::default()),
+        }
+    }
+
+    /// Adds the requests served since the last call to the worker's counter.
+    fn count_requests(&self) {
+        let served = self.served.get();
+        let new = served - self.counted.get();
+        if new > 0 {
+            self.registration.server.requests.fetch_add(new, Ordering::Relaxed);
+            self.counted.set(served);
         }
     }
 
@@ -303,6 +332,12 @@ impl Exchange {
         };
         self.writing.set(if keep { Writing::Idle } else { Writing::Broken });
         keep
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        self.count_requests();
     }
 }
 
@@ -370,7 +405,6 @@ impl RequestDecoder {
         let ex = &self.ex;
         let served = ex.served.get() + 1;
         ex.served.set(served);
-        ex.registration.server.requests.fetch_add(1, Ordering::Relaxed);
         ex.drained.set(0);
         if ex.access.is_some() {
             ex.entry.borrow_mut().start(req);
@@ -425,12 +459,13 @@ impl Decoder for RequestDecoder {
         }
         match head::parse(input.data(), &self.ex.limits) {
             Ok(Some((req, n))) => {
-                self.ex.registration.slot.idle.store(false, Ordering::SeqCst);
+                self.ex.registration.slot.set_busy();
                 input.consume(n);
                 self.start_request(&req);
                 Ok(Decoded::Item(req))
             }
             Ok(None) => {
+                self.ex.count_requests();
                 if input.is_empty() {
                     input.release_if_empty();
                     self.ex.registration.slot.idle.store(true, Ordering::SeqCst);
@@ -441,7 +476,7 @@ impl Decoder for RequestDecoder {
                         return Ok(Decoded::End);
                     }
                 } else {
-                    self.ex.registration.slot.idle.store(false, Ordering::SeqCst);
+                    self.ex.registration.slot.set_busy();
                     if let Reading::Idle = self.reading {
                         self.reading = Reading::Head { since: Instant::now() };
                     }

@@ -773,11 +773,18 @@ impl Write<'_, ResponseEncoder> {
         self.write(End)
     }
 
-    /// Head, sized body and end in one call.
+    /// Head, sized body and end in one call: what [`Write::head`],
+    /// [`Write::body`] and [`Write::end`] do, with the connection's buffer
+    /// and encoder borrowed once rather than three times.
     pub fn respond(&self, resp: Response<'_>, body: &[u8]) -> io::Result<()> {
-        self.head(resp.content_length(body.len() as u64))?;
-        self.body(body)?;
-        self.end()
+        let mut io = self.io.borrow_mut();
+        let mut encoder = self.encoder.borrow_mut();
+        encoder.encode(resp.content_length(body.len() as u64), io.out())?;
+        if encoder.body_prefix(body.len(), io.out())? {
+            io.send(body)?;
+            encoder.body_suffix(body.len(), io.out());
+        }
+        encoder.encode(End, io.out())
     }
 }
 

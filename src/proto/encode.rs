@@ -25,11 +25,17 @@ pub struct Response<'a> {
     headers: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>,
     length: Option<u64>,
     close: bool,
+    /// A field the encoder must refuse was added (checked as fields are
+    /// added, so that [`Response::content_type`], whose name is ours, skips
+    /// the name check).
+    invalid: bool,
+    /// A `Date` field was added: the encoder then adds none.
+    has_date: bool,
 }
 
 impl<'a> Response<'a> {
     pub fn new(status: u16) -> Response<'a> {
-        Response { status, headers: SmallVec::new(), length: None, close: false }
+        Response { status, headers: SmallVec::new(), length: None, close: false, invalid: false, has_date: false }
     }
 
     pub fn status(&self) -> u16 {
@@ -56,6 +62,18 @@ impl<'a> Response<'a> {
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return self;
         }
+        // A Content-Length that could not be parsed above is kept only to
+        // be refused: framing headers are ours.
+        self.invalid |= name.is_empty()
+            || !crate::proto::all_in(&TOKEN_BYTES, name.as_bytes())
+            || name.eq_ignore_ascii_case("content-length");
+        self.has_date |= name.eq_ignore_ascii_case("date");
+        self.push_field(name, value)
+    }
+
+    /// Adds a field whose name is known to be valid.
+    fn push_field(mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Response<'a> {
+        self.invalid |= !is_field_value(&value);
         self.headers.push((name, value));
         self
     }
@@ -69,7 +87,7 @@ impl<'a> Response<'a> {
     }
 
     pub fn content_type(self, value: impl Into<Cow<'a, str>>) -> Response<'a> {
-        self.header("Content-Type", value)
+        self.push_field(Cow::Borrowed("Content-Type"), value.into())
     }
 
     /// Close the connection after this response.
@@ -143,16 +161,15 @@ pub fn encode_head(
     if !(200..=999).contains(&code) {
         return Err(EncodeError::InvalidStatus(code));
     }
-    for (name, value) in &resp.headers {
-        // A Content-Length that `Response::header` could not parse stays in
-        // the list only to be refused here: framing headers are ours.
-        if name.is_empty()
-            || !name.bytes().all(is_token_byte)
-            || name.eq_ignore_ascii_case("content-length")
-            || value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
-        {
-            return Err(EncodeError::InvalidHeader(format!("{name}: {value}")));
-        }
+    if resp.invalid {
+        let bad = resp.headers.iter().find(|(name, value)| {
+            name.is_empty()
+                || !crate::proto::all_in(&TOKEN_BYTES, name.as_bytes())
+                || name.eq_ignore_ascii_case("content-length")
+                || !is_field_value(value)
+        });
+        let text = bad.map_or_else(String::new, |(name, value)| format!("{name}: {value}"));
+        return Err(EncodeError::InvalidHeader(text));
     }
     // RFC 9110 §6.4.1: responses to HEAD and 204/304 never carry content.
     let body_allowed = !(req.is_head || code == 204 || code == 304);
@@ -172,15 +189,13 @@ pub fn encode_head(
             out.extend_from_slice(b" \r\n");
         }
     }
-    let mut has_date = false;
     for (name, value) in &resp.headers {
-        has_date |= name.eq_ignore_ascii_case("date");
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if !has_date {
+    if !resp.has_date {
         out.extend_from_slice(b"Date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
@@ -264,12 +279,14 @@ pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>)
     out.push(b'\n');
 }
 
-/// RFC 9110 §5.6.2 tchar, as a table: header names are checked on every
-/// response.
-fn is_token_byte(b: u8) -> bool {
-    TOKEN_BYTES[usize::from(b)]
+/// A value with CR, LF or NUL would end the field or the head early (a
+/// response splitting vector, if the value came from a client).
+fn is_field_value(value: &str) -> bool {
+    !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
 }
 
+/// RFC 9110 §5.6.2 tchar, as a table: header names are checked on every
+/// response.
 static TOKEN_BYTES: [bool; 256] = byte_table!(b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%'
     | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
 

@@ -498,6 +498,12 @@ impl Io {
 
     /// Reads and discards until the peer closes too, bounded in time and
     /// bytes (the write side is already shut down).
+    ///
+    /// Never inlined: its 4 KiB buffer would otherwise sit in the frame of
+    /// the function that runs the whole connection, and every request's
+    /// frames below it would start a page further down the coroutine's
+    /// stack (more stack pages touched per connection).
+    #[inline(never)]
     fn linger(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(2).min(self.write_timeout);
         let mut discarded = 0usize;

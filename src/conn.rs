@@ -784,7 +784,13 @@ impl Write<'_, ResponseEncoder> {
             io.send(body)?;
             encoder.body_suffix(body.len(), io.out());
         }
-        encoder.encode(End, io.out())
+        encoder.encode(End, io.out())?;
+        // As `write` does: a long pipelined batch of bodiless responses
+        // (HEAD, 204) must not grow the buffer without bound.
+        if io.wbuf.len() >= crate::io::WRITE_BATCH {
+            io.flush()?;
+        }
+        Ok(())
     }
 }
 

@@ -58,9 +58,17 @@ fn each_slot_has_its_own_socket_and_gets_a_share() {
 fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
     let server = start("2");
     let inodes = listening_set(server.addr.port());
-    let slot1 = server.worker_pids().into_iter().map(sockets_of).find(|s| s.len() > 1).unwrap();
+    // Each worker's own listening socket, by pid: the removed worker's is
+    // the removed slot's.
+    let own = |pid: i32| -> BTreeSet<String> { sockets_of(pid).intersection(&inodes).cloned().collect() };
+    let first: HashMap<i32, BTreeSet<String>> = server.worker_pids().into_iter().map(|p| (p, own(p))).collect();
+    assert!(first.values().all(|s| s.len() == 1), "{first:?}");
     server.signal(libc::SIGTTOU);
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
+    let kept = server.worker_pids()[0];
+    let removed = first.keys().copied().find(|&p| p != kept).unwrap();
+    let removed_socket = first[&removed].clone();
+    assert_ne!(removed_socket, first[&kept]);
     // Half the connections hash to the removed slot's socket, which nobody
     // else accepts from: the master passes them to the remaining worker.
     let by = served_by(&server, 100);
@@ -77,11 +85,8 @@ fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
     assert!(wait_until(Duration::from_secs(10), || server.ready_logged(new)));
     let by = served_by(&server, 100);
     assert_eq!(by.len(), 2, "the new worker of slot 1 serves its socket: {by:?}");
-    let again: Vec<_> = server.worker_pids().into_iter().map(sockets_of).collect();
-    assert!(
-        again.iter().any(|s| s.intersection(&inodes).eq(slot1.intersection(&inodes))),
-        "slot 1's new worker got the same socket"
-    );
+    assert_eq!(own(new), removed_socket, "the removed slot's new worker got that slot's socket");
+    assert_eq!(own(kept), first[&kept], "the remaining worker kept its own");
 }
 
 #[test]

@@ -583,6 +583,16 @@ impl Encoder<Response<'_>> for ResponseEncoder {
     type Error = io::Error;
 
     fn encode(&mut self, resp: Response<'_>, output: &mut Vec<u8>) -> io::Result<()> {
+        self.head(&resp, output)
+    }
+}
+
+impl ResponseEncoder {
+    /// The response head, from a borrowed [`Response`]: the struct is over
+    /// a hundred bytes, and each move of it by value was a copy whose
+    /// loads stalled on the narrower stores that had just built it (two
+    /// instructions held 11% of a pipelined request's time, perf).
+    fn head(&mut self, resp: &Response<'_>, output: &mut Vec<u8>) -> io::Result<()> {
         let ex = &self.ex;
         if ex.writing.get() != Writing::AwaitingHead {
             return Err(misuse("no request awaiting a response head"));
@@ -600,7 +610,7 @@ impl Encoder<Response<'_>> for ResponseEncoder {
             info.keep_alive = false;
         }
         let (framing, keep_alive) =
-            encode::encode_head(&resp, info, &date::now(), output).map_err(|e| misuse(&e.to_string()))?;
+            encode::encode_head(resp, info, &date::now(), output).map_err(|e| misuse(&e.to_string()))?;
         ex.keep_alive.set(keep_alive);
         ex.writing.set(Writing::Body(framing));
         if ex.access.is_some() {
@@ -776,10 +786,11 @@ impl Write<'_, ResponseEncoder> {
     /// Head, sized body and end in one call: what [`Write::head`],
     /// [`Write::body`] and [`Write::end`] do, with the connection's buffer
     /// and encoder borrowed once rather than three times.
-    pub fn respond(&self, resp: Response<'_>, body: &[u8]) -> io::Result<()> {
+    pub fn respond(&self, mut resp: Response<'_>, body: &[u8]) -> io::Result<()> {
+        resp.set_content_length(body.len() as u64);
         let mut io = self.io.borrow_mut();
         let mut encoder = self.encoder.borrow_mut();
-        encoder.encode(resp.content_length(body.len() as u64), io.out())?;
+        encoder.head(&resp, io.out())?;
         if encoder.body_prefix(body.len(), io.out())? {
             io.send(body)?;
             encoder.body_suffix(body.len(), io.out());

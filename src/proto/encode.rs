@@ -82,8 +82,14 @@ impl<'a> Response<'a> {
     /// Without it the body is streamed chunked (or, to HTTP/1.0 clients,
     /// until the connection closes).
     pub fn content_length(mut self, n: u64) -> Response<'a> {
-        self.length = Some(n);
+        self.set_content_length(n);
         self
+    }
+
+    /// [`Response::content_length`] in place, for a response that is not
+    /// moved again.
+    pub(crate) fn set_content_length(&mut self, n: u64) {
+        self.length = Some(n);
     }
 
     pub fn content_type(self, value: impl Into<Cow<'a, str>>) -> Response<'a> {

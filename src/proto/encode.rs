@@ -20,14 +20,20 @@ use crate::proto::{Error, status};
 #[derive(Clone, Debug)]
 pub struct Response<'a> {
     status: u16,
-    /// Two inline (a content type and one more, typically): building a
-    /// response allocates nothing, and it stays small to move.
+    /// Two inline: building a response allocates nothing, and it stays
+    /// small to move.
     headers: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>,
+    /// [`Response::content_type`]'s value, with how many `headers` came
+    /// before it (the wire keeps the order of the calls). Nearly every
+    /// response has one; a field set here, unlike a push into `headers`,
+    /// lets the compiler keep a freshly built response out of memory
+    /// until the encoder reads it (a push forced a copy of the whole
+    /// struct whose loads stalled on the stores just made, perf).
+    content_type: Option<(usize, Cow<'a, str>)>,
     length: Option<u64>,
     close: bool,
-    /// A field the encoder must refuse was added (checked as fields are
-    /// added, so that [`Response::content_type`], whose name is ours, skips
-    /// the name check).
+    /// A field of `headers` the encoder must refuse was added (checked as
+    /// fields are added; the content type's value is checked when encoded).
     invalid: bool,
     /// A `Date` field was added: the encoder then adds none.
     has_date: bool,
@@ -35,7 +41,15 @@ pub struct Response<'a> {
 
 impl<'a> Response<'a> {
     pub fn new(status: u16) -> Response<'a> {
-        Response { status, headers: SmallVec::new(), length: None, close: false, invalid: false, has_date: false }
+        Response {
+            status,
+            headers: SmallVec::new(),
+            content_type: None,
+            length: None,
+            close: false,
+            invalid: false,
+            has_date: false,
+        }
     }
 
     pub fn status(&self) -> u16 {
@@ -92,8 +106,22 @@ impl<'a> Response<'a> {
         self.length = Some(n);
     }
 
-    pub fn content_type(self, value: impl Into<Cow<'a, str>>) -> Response<'a> {
-        self.push_field(Cow::Borrowed("Content-Type"), value.into())
+    /// Sets `Content-Type` (a second call replaces the first).
+    pub fn content_type(mut self, value: impl Into<Cow<'a, str>>) -> Response<'a> {
+        // Its value is checked when encoded: a later call may replace it.
+        self.content_type = Some((self.headers.len(), value.into()));
+        self
+    }
+
+    /// The header fields in the order they were added.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        let at = self.content_type.as_ref().map_or(self.headers.len(), |(at, _)| *at);
+        let (before, after) = self.headers.split_at(at.min(self.headers.len()));
+        let content_type = self.content_type.as_ref().map(|(_, value)| ("Content-Type", value.as_ref()));
+        fn pairs<'s>(fields: &'s [(Cow<'_, str>, Cow<'_, str>)]) -> impl Iterator<Item = (&'s str, &'s str)> {
+            fields.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        }
+        pairs(before).chain(content_type).chain(pairs(after))
     }
 
     /// Close the connection after this response.
@@ -167,8 +195,8 @@ pub fn encode_head(
     if !(200..=999).contains(&code) {
         return Err(EncodeError::InvalidStatus(code));
     }
-    if resp.invalid {
-        let bad = resp.headers.iter().find(|(name, value)| {
+    if resp.invalid || resp.content_type.as_ref().is_some_and(|(_, value)| !is_field_value(value)) {
+        let bad = resp.fields().find(|(name, value)| {
             name.is_empty()
                 || !crate::proto::all_in(&TOKEN_BYTES, name.as_bytes())
                 || name.eq_ignore_ascii_case("content-length")
@@ -195,7 +223,7 @@ pub fn encode_head(
             out.extend_from_slice(b" \r\n");
         }
     }
-    for (name, value) in &resp.headers {
+    for (name, value) in resp.fields() {
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -306,6 +334,33 @@ mod tests {
         let mut out = Vec::new();
         let (f, k) = encode_head(&resp, RequestInfo { is_head, minor, keep_alive: true }, DATE, &mut out)?;
         Ok((String::from_utf8(out).unwrap(), f, k))
+    }
+
+    #[test]
+    fn content_type_keeps_its_place_among_the_fields() {
+        let fields = |resp| {
+            let (text, _, _) = head(resp, false, 1).unwrap();
+            text.lines().skip(1).take_while(|l| !l.starts_with("Date")).map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fields(Response::new(200).header("A", "1").content_type("text/plain").header("B", "2")),
+            ["A: 1", "Content-Type: text/plain", "B: 2"]
+        );
+        assert_eq!(
+            fields(Response::new(200).content_type("text/plain").header("B", "2")),
+            ["Content-Type: text/plain", "B: 2"]
+        );
+        assert_eq!(fields(Response::new(200).header("A", "1").content_type("a/b")), ["A: 1", "Content-Type: a/b"]);
+        // A second call replaces the first, at its own place.
+        assert_eq!(
+            fields(Response::new(200).content_type("a/b").header("A", "1").content_type("c/d")),
+            ["A: 1", "Content-Type: c/d"]
+        );
+        // Its value is checked like any other (response splitting), the
+        // one that stands.
+        let split = head(Response::new(200).content_type("text/plain\r\nX-Evil: 1"), false, 1);
+        assert!(matches!(split, Err(EncodeError::InvalidHeader(h)) if h.starts_with("Content-Type")));
+        assert!(head(Response::new(200).content_type("a\nb").content_type("c/d"), false, 1).is_ok());
     }
 
     #[test]

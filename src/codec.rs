@@ -224,10 +224,7 @@ impl<'io, E> Write<'io, E> {
     {
         let mut io = self.io.borrow_mut();
         self.encoder.borrow_mut().encode(item, io.out())?;
-        if io.wbuf.len() >= crate::io::WRITE_BATCH {
-            io.flush()?;
-        }
-        Ok(())
+        Ok(io.flush_if_full()?)
     }
 
     /// Sends buffered output now (for streaming responses that must reach

@@ -796,12 +796,7 @@ impl Write<'_, ResponseEncoder> {
             encoder.body_suffix(body.len(), io.out());
         }
         encoder.encode(End, io.out())?;
-        // As `write` does: a long pipelined batch of bodiless responses
-        // (HEAD, 204) must not grow the buffer without bound.
-        if io.wbuf.len() >= crate::io::WRITE_BATCH {
-            io.flush()?;
-        }
-        Ok(())
+        io.flush_if_full()
     }
 }
 

@@ -408,6 +408,13 @@ impl Io {
             return self.write_out(data, false);
         }
         self.out().extend_from_slice(data);
+        self.flush_if_full()
+    }
+
+    /// Writes out once a batch of output is full, so that a long run of
+    /// responses without a wait in between (a pipelined batch) cannot grow
+    /// the buffer without bound.
+    pub fn flush_if_full(&mut self) -> io::Result<()> {
         if self.wbuf.len() >= WRITE_BATCH { self.flush() } else { Ok(()) }
     }
 

@@ -82,11 +82,6 @@ impl<'a> Response<'a> {
             || !crate::proto::all_in(&TOKEN_BYTES, name.as_bytes())
             || name.eq_ignore_ascii_case("content-length");
         self.has_date |= name.eq_ignore_ascii_case("date");
-        self.push_field(name, value)
-    }
-
-    /// Adds a field whose name is known to be valid.
-    fn push_field(mut self, name: Cow<'a, str>, value: Cow<'a, str>) -> Response<'a> {
         self.invalid |= !is_field_value(&value);
         self.headers.push((name, value));
         self

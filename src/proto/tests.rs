@@ -44,6 +44,8 @@ fn well_formed_requests() {
     check_all(&[
         ("simple get", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", vec![get("/"), END]),
         ("leading empty lines are ignored", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", vec![get("/"), END]),
+        ("host name in any case", b"GET / HTTP/1.1\r\nhOsT: a\r\n\r\n", vec![get("/"), END]),
+        ("host name in capitals", b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n", vec![get("/"), END]),
         ("bare LF line ends (RFC 9112 2.2 MAY)", b"GET / HTTP/1.1\nHost: a\n\n", vec![get("/"), END]),
         ("http/1.0 closes by default", b"GET /x HTTP/1.0\r\n\r\n", vec![head("GET", "/x", 0, false), END]),
         (
@@ -234,6 +236,16 @@ fn bad_chunked_framing_is_rejected() {
 fn malformed_heads_are_rejected() {
     check_all(&[
         ("missing host in 1.1", b"GET / HTTP/1.1\r\n\r\n", vec![bad("missing or repeated Host")]),
+        (
+            "four-letter names near host are not host",
+            b"GET / HTTP/1.1\r\nHosT: a\r\nHose: b\r\nhost: c\r\n\r\n",
+            vec![bad("missing or repeated Host")],
+        ),
+        (
+            "a name near host is not host",
+            b"GET / HTTP/1.1\r\nHoSu: a\r\nXost: a\r\nHos: a\r\nHosts: a\r\n\r\n",
+            vec![bad("missing or repeated Host")],
+        ),
         ("two hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", vec![bad("missing or repeated Host")]),
         ("two hosts in 1.0", b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n", vec![bad("missing or repeated Host")]),
         ("invalid host", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", vec![bad("invalid Host")]),

@@ -248,9 +248,17 @@ pub fn encode_head(
 }
 
 fn content_length(n: u64, out: &mut Vec<u8>) {
-    out.extend_from_slice(b"Content-Length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // Assembled on the stack and appended in one copy: three appends cost
+    // three capacity checks and a memcpy call on every response.
+    const PREFIX: &[u8] = b"Content-Length: ";
+    let mut line = [0u8; PREFIX.len() + 20 + 2];
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(n).as_bytes();
+    let end = PREFIX.len() + digits.len();
+    line[..PREFIX.len()].copy_from_slice(PREFIX);
+    line[PREFIX.len()..end].copy_from_slice(digits);
+    line[end..end + 2].copy_from_slice(b"\r\n");
+    out.extend_from_slice(&line[..end + 2]);
 }
 
 /// Frames `data` as one chunk. Empty data writes nothing: an empty chunk
@@ -311,8 +319,13 @@ pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>)
 /// A value with CR, LF or NUL would end the field or the head early (a
 /// response splitting vector, if the value came from a client).
 fn is_field_value(value: &str) -> bool {
-    !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+    crate::proto::all_in(&FIELD_VALUE_BYTES, value.as_bytes())
 }
+
+/// Every byte but CR, LF and NUL, as a table: the content type is checked
+/// on every response, and [`crate::proto::all_in`] checks it without a
+/// branch per byte.
+static FIELD_VALUE_BYTES: [bool; 256] = byte_table!(1..=9 | 11 | 12 | 14..=255);
 
 /// RFC 9110 §5.6.2 tchar, as a table: header names are checked on every
 /// response.
@@ -393,6 +406,34 @@ mod tests {
         ));
         assert_eq!(head(Response::new(101), false, 1).unwrap_err(), EncodeError::InformationalStatus(101));
         assert_eq!(head(Response::new(42), false, 1).unwrap_err(), EncodeError::InvalidStatus(42));
+    }
+
+    #[test]
+    fn cr_lf_and_nul_are_refused_at_any_position_in_a_value() {
+        // Lengths 1 to 9 put the byte in the table check's groups of four
+        // and in its remainder.
+        for len in 1..10 {
+            for at in 0..len {
+                for bad in ['\r', '\n', '\0'] {
+                    let mut value: Vec<char> = vec!['v'; len];
+                    value[at] = bad;
+                    let value: String = value.into_iter().collect();
+                    assert!(!is_field_value(&value), "{value:?}");
+                    let resp = Response::new(200).content_type(value.clone());
+                    assert!(head(resp, false, 1).is_err(), "content type {value:?}");
+                }
+            }
+        }
+        // Tabs, spaces and non-ASCII are field content (obs-text).
+        assert!(is_field_value("text/plain; charset=utf-8\t\u{e9}\u{7f}"));
+    }
+
+    #[test]
+    fn content_length_is_written_exactly() {
+        for n in [0, 7, 13, 10_000, u64::MAX] {
+            let (text, _, _) = head(Response::new(200).content_length(n), false, 1).unwrap();
+            assert!(text.ends_with(&format!("\r\nContent-Length: {n}\r\n\r\n")), "{text:?}");
+        }
     }
 
     #[test]

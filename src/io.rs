@@ -395,11 +395,22 @@ impl Io {
     /// The output buffer, for encoders to append to. Its first allocation
     /// is [`WRITE_INITIAL`] bytes: grown from empty by a response's appends
     /// it was reallocated three times per connection (callgrind).
+    ///
+    /// Inline, with the allocation out of line: a response takes the buffer
+    /// four or five times, and the calls alone were 55 instructions per
+    /// pipelined request (callgrind).
+    #[inline]
     pub fn out(&mut self) -> &mut Vec<u8> {
         if self.wbuf.capacity() == 0 {
-            self.wbuf.0 = take_write_buffer();
+            self.fresh_out();
         }
         &mut self.wbuf
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn fresh_out(&mut self) {
+        self.wbuf.0 = take_write_buffer();
     }
 
     /// Queues `data` for sending; writes out when the batch is full.

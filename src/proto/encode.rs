@@ -248,17 +248,14 @@ pub fn encode_head(
 }
 
 fn content_length(n: u64, out: &mut Vec<u8>) {
-    // Assembled on the stack and appended in one copy: three appends cost
-    // three capacity checks and a memcpy call on every response.
-    const PREFIX: &[u8] = b"Content-Length: ";
-    let mut line = [0u8; PREFIX.len() + 20 + 2];
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(n).as_bytes();
-    let end = PREFIX.len() + digits.len();
-    line[..PREFIX.len()].copy_from_slice(PREFIX);
-    line[PREFIX.len()..end].copy_from_slice(digits);
-    line[end..end + 2].copy_from_slice(b"\r\n");
-    out.extend_from_slice(&line[..end + 2]);
+    // Three appends straight into the output. Assembling the line on the
+    // stack and appending it once saves 9 instructions but makes memcpy's
+    // 16-byte loads read the narrower stores that just built it, which the
+    // CPU cannot forward: `perf` put memcpy at 3.9% of S2's samples against
+    // 2.2%, most of the rise on that load.
+    out.extend_from_slice(b"Content-Length: ");
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Frames `data` as one chunk. Empty data writes nothing: an empty chunk

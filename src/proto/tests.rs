@@ -360,8 +360,12 @@ fn many_headers_spill_from_the_stack_slots_to_the_heap() {
         "100 headers plus Host",
         &with(100),
         &[Event::Error(Error::HeadTooLarge)],
-        &Limits { max_head_bytes: 1 << 20, ..limits },
+        &Limits { max_head_bytes: 1 << 20, ..limits.clone() },
     );
+    // A limit below the stack's slots never reaches the heap.
+    let few = Limits { max_headers: 10, ..limits };
+    check("9 headers plus Host", &with(9), &[get("/"), END], &few);
+    check("10 headers plus Host", &with(10), &[Event::Error(Error::HeadTooLarge)], &few);
 }
 
 #[test]

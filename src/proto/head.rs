@@ -243,22 +243,27 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
 /// httparse over `input`, with header slots on the stack (or, past
 /// those, on the heap: see [`parse_with`]).
 fn parse_slots(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
-    let max = (limits.max_headers as usize).min(MAX_HEADERS_CAP);
     // Header slots live on the coroutine stack, whose touched pages stay
-    // resident for the connection's life: a few, not `max`.
+    // resident for the connection's life: a few, not all of them.
     let mut inline = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; INLINE_HEADERS];
-    parse_with(input, limits, &mut inline[..max.min(INLINE_HEADERS)])
+    parse_with(input, limits, &mut inline[..header_slots(limits).min(INLINE_HEADERS)])
+}
+
+/// How many header fields a request may have: `max_headers`, within the
+/// parser's hard cap.
+fn header_slots(limits: &Limits) -> usize {
+    (limits.max_headers as usize).min(MAX_HEADERS_CAP)
 }
 
 /// Header slots the parser keeps on the stack (1 KiB).
 const INLINE_HEADERS: usize = 32;
 
-/// [`parse_with`] again with `max` header slots on the heap.
+/// [`parse_with`] again with all [`header_slots`] on the heap.
 #[cold]
 #[inline(never)]
-fn parse_with_heap(input: &[u8], limits: &Limits, max: usize) -> Result<Option<(Request, usize)>, Error> {
-    let mut heap = Vec::with_capacity(max);
-    heap.resize_with(max, MaybeUninit::uninit);
+fn parse_with_heap(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+    let mut heap = Vec::with_capacity(header_slots(limits));
+    heap.resize_with(header_slots(limits), MaybeUninit::uninit);
     parse_with(input, limits, &mut heap)
 }
 
@@ -292,8 +297,11 @@ fn parse_with<'b>(
         }
         Err(httparse::Error::TooManyHeaders) => {
             check_request_line_len(buf, limits.max_request_line)?;
-            let max = (limits.max_headers as usize).min(MAX_HEADERS_CAP);
-            return if slots.len() < max { parse_with_heap(buf, limits, max) } else { Err(Error::HeadTooLarge) };
+            return if slots.len() < header_slots(limits) {
+                parse_with_heap(buf, limits)
+            } else {
+                Err(Error::HeadTooLarge)
+            };
         }
         Err(httparse::Error::Version) => {
             // httparse fails on the first wrong byte; whether that is a

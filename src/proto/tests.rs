@@ -46,6 +46,8 @@ fn well_formed_requests() {
         ("leading empty lines are ignored", b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", vec![get("/"), END]),
         ("host name in any case", b"GET / HTTP/1.1\r\nhOsT: a\r\n\r\n", vec![get("/"), END]),
         ("host name in capitals", b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n", vec![get("/"), END]),
+        // Counted as Host, these would make the one Host a repeated one.
+        ("four-letter names near host", b"GET / HTTP/1.1\r\nHose: b\r\nHosT: a\r\nGost: c\r\n\r\n", vec![get("/"), END]),
         ("bare LF line ends (RFC 9112 2.2 MAY)", b"GET / HTTP/1.1\nHost: a\n\n", vec![get("/"), END]),
         ("http/1.0 closes by default", b"GET /x HTTP/1.0\r\n\r\n", vec![head("GET", "/x", 0, false), END]),
         (
@@ -236,11 +238,6 @@ fn bad_chunked_framing_is_rejected() {
 fn malformed_heads_are_rejected() {
     check_all(&[
         ("missing host in 1.1", b"GET / HTTP/1.1\r\n\r\n", vec![bad("missing or repeated Host")]),
-        (
-            "four-letter names near host are not host",
-            b"GET / HTTP/1.1\r\nHosT: a\r\nHose: b\r\nhost: c\r\n\r\n",
-            vec![bad("missing or repeated Host")],
-        ),
         (
             "a name near host is not host",
             b"GET / HTTP/1.1\r\nHoSu: a\r\nXost: a\r\nHos: a\r\nHosts: a\r\n\r\n",

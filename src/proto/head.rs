@@ -219,6 +219,13 @@ thread_local! {
 /// a head of `n` bytes; the body (if any) starts at `buf[n]`. `Err`: reject
 /// the request with the error's status and close the connection.
 pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+    // A keep-alive connection asks once per request (after each response,
+    // or each pipelined batch) with nothing buffered: without this, that
+    // empty look ran the whole parser set-up: about 80 of a non-pipelined
+    // request's 3,140 instructions (callgrind).
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // The verdict must depend on the bytes, never on how they arrived, so
     // limits are applied in the order the bytes cross them: first the
     // request-line zone (an invalid byte there is a 400; a line that does

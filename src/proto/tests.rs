@@ -48,6 +48,14 @@ fn well_formed_requests() {
         ("host name in capitals", b"GET / HTTP/1.1\r\nHOST: a\r\n\r\n", vec![get("/"), END]),
         // Counted as Host, these would make the one Host a repeated one.
         ("four-letter names near host", b"GET / HTTP/1.1\r\nHose: b\r\nHosT: a\r\nGost: c\r\n\r\n", vec![get("/"), END]),
+        // Each has the length and first letter of a framing field, so it
+        // reaches the name comparison: taken for the field, it would close
+        // the connection, wait for a body, or refuse the expectation (417).
+        (
+            "names near the framing fields",
+            b"GET / HTTP/1.1\r\nHost: a\r\nCxnnection: close\r\nContent-Lengtx: 5\r\nTransfer-Encodinx: chunked\r\nExpecx: x\r\n\r\n",
+            vec![get("/"), END],
+        ),
         ("bare LF line ends (RFC 9112 2.2 MAY)", b"GET / HTTP/1.1\nHost: a\n\n", vec![get("/"), END]),
         ("http/1.0 closes by default", b"GET /x HTTP/1.0\r\n\r\n", vec![head("GET", "/x", 0, false), END]),
         (

@@ -10,6 +10,9 @@ use smallvec::SmallVec;
 use crate::proto::date::DATE_LEN;
 use crate::proto::{Error, status};
 
+/// A header field a handler added: name, value.
+type Field<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// A response head as the handler builds it.
 ///
 /// ```
@@ -22,7 +25,7 @@ pub struct Response<'a> {
     status: u16,
     /// Two inline: building a response allocates nothing, and it stays
     /// small to move.
-    headers: SmallVec<[(Cow<'a, str>, Cow<'a, str>); 2]>,
+    headers: SmallVec<[Field<'a>; 2]>,
     /// [`Response::content_type`]'s value, with how many `headers` came
     /// before it (the wire keeps the order of the calls). Nearly every
     /// response has one; a field set here, unlike a push into `headers`,
@@ -108,15 +111,21 @@ impl<'a> Response<'a> {
         self
     }
 
-    /// The header fields in the order they were added.
-    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// The header fields in the order they were added: those before the
+    /// content type, its value, those after it.
+    fn parts(&self) -> (&[Field<'a>], Option<&str>, &[Field<'a>]) {
         let at = self.content_type.as_ref().map_or(self.headers.len(), |(at, _)| *at);
         let (before, after) = self.headers.split_at(at.min(self.headers.len()));
-        let content_type = self.content_type.as_ref().map(|(_, value)| ("Content-Type", value.as_ref()));
-        fn pairs<'s>(fields: &'s [(Cow<'_, str>, Cow<'_, str>)]) -> impl Iterator<Item = (&'s str, &'s str)> {
+        (before, self.content_type.as_ref().map(|(_, value)| value.as_ref()), after)
+    }
+
+    /// The header fields in the order they were added.
+    fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        let (before, content_type, after) = self.parts();
+        fn pairs<'s>(fields: &'s [Field<'_>]) -> impl Iterator<Item = (&'s str, &'s str)> {
             fields.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
         }
-        pairs(before).chain(content_type).chain(pairs(after))
+        pairs(before).chain(content_type.map(|value| ("Content-Type", value))).chain(pairs(after))
     }
 
     /// Close the connection after this response.
@@ -218,11 +227,17 @@ pub fn encode_head(
             out.extend_from_slice(b" \r\n");
         }
     }
-    for (name, value) in resp.fields() {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    // Three plain loops rather than `fields()`: its chained iterator cost
+    // 28 instructions per response (callgrind, whole worker under S2).
+    let (before, content_type, after) = resp.parts();
+    for (name, value) in before {
+        field_line(name, value, out);
+    }
+    if let Some(value) = content_type {
+        field_line("Content-Type", value, out);
+    }
+    for (name, value) in after {
+        field_line(name, value, out);
     }
     if !resp.has_date {
         out.extend_from_slice(b"Date: ");
@@ -245,6 +260,13 @@ pub fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok((framing, keep_alive))
+}
+
+fn field_line(name: &str, value: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 fn content_length(n: u64, out: &mut Vec<u8>) {

@@ -331,6 +331,22 @@ fn limits_give_their_status() {
     }
 }
 
+/// The parser uses field values as httparse gives them: without the
+/// optional whitespace around them (RFC 9112 §5.1). Were httparse to keep
+/// it, Host would be refused (space is not a Host byte), the framing fields
+/// misread and the accessors would return it.
+#[test]
+fn field_values_come_without_surrounding_whitespace() {
+    let wire = b"POST / HTTP/1.1\r\nHost: \t h.example \t\r\nX: \t v w \t\r\nContent-Length:\t 5 \t\r\nConnection:  close \r\nE: \t \r\n\r\n";
+    let (req, n) = crate::proto::head::parse(wire, &Limits::default()).unwrap().unwrap();
+    assert_eq!(n, wire.len());
+    assert_eq!(req.header("host"), Some("h.example"));
+    assert_eq!(req.header("x"), Some("v w"), "inner whitespace stays");
+    assert_eq!(req.header("e"), Some(""));
+    assert_eq!(req.content_length(), Some(5));
+    assert!(!req.keep_alive());
+}
+
 #[test]
 fn request_accessors() {
     let wire = b"GET http://h.example/a/b?x=1&y#frag HTTP/1.1\r\nHost: h.example\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 0\r\nV: \xff\r\n\r\n";

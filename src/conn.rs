@@ -457,13 +457,17 @@ impl Decoder for RequestDecoder {
             Reading::Closed | Reading::Body(_) => return Ok(Decoded::End),
             _ => {}
         }
-        match head::parse(input.data(), &self.ex.limits) {
-            Ok(Some((req, n))) => {
-                self.ex.registration.slot.set_busy();
-                input.consume(n);
-                self.start_request(&req);
-                Ok(Decoded::Item(req))
-            }
+        let parsed = head::parse(input.data(), &self.ex.limits);
+        if let Ok(Some((req, n))) = &parsed {
+            self.ex.registration.slot.set_busy();
+            input.consume(*n);
+            self.start_request(req);
+        }
+        match parsed {
+            // Moved out of the parse result only now: moved right after the
+            // parser wrote it, the copy's 16-byte loads waited on those
+            // narrower stores (5% of the request loop's samples, perf).
+            Ok(Some((req, _))) => Ok(Decoded::Item(req)),
             Ok(None) => {
                 self.ex.count_requests();
                 if input.is_empty() {

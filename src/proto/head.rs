@@ -234,26 +234,33 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
     let window = &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))];
     let start = window.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(window.len());
     let zone = &window[..window.len().min(start + limits.max_request_line + 2)];
-    match parse_slots(zone, limits) {
-        Ok(None) => {}
-        done => return done,
-    }
     if zone.len() < window.len() {
-        match parse_slots(window, limits) {
+        match parse_slots(zone, limits, false) {
             Ok(None) => {}
             done => return done,
         }
     }
-    if buf.len() > limits.max_head_bytes { Err(Error::HeadTooLarge) } else { Ok(None) }
+    // Past `max_head_bytes`, a head still incomplete in the window is too
+    // large. Decided inside the parser so that its result is returned as
+    // it is: matched here, the `Request` was copied right after being
+    // written, and that copy's 16-byte loads waited on the parser's
+    // narrower stores (10% of the request loop's samples, perf).
+    parse_slots(window, limits, buf.len() > limits.max_head_bytes)
+}
+
+/// What an incomplete head means: read more, or, with more than
+/// `max_head_bytes` buffered (`over`), 431.
+fn incomplete(over: bool) -> Result<Option<(Request, usize)>, Error> {
+    if over { Err(Error::HeadTooLarge) } else { Ok(None) }
 }
 
 /// httparse over `input`, with header slots on the stack (or, past
 /// those, on the heap: see [`parse_with`]).
-fn parse_slots(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+fn parse_slots(input: &[u8], limits: &Limits, over: bool) -> Result<Option<(Request, usize)>, Error> {
     // Header slots live on the coroutine stack, whose touched pages stay
     // resident for the connection's life: a few, not all of them.
     let mut inline = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; INLINE_HEADERS];
-    parse_with(input, limits, &mut inline[..header_slots(limits).min(INLINE_HEADERS)])
+    parse_with(input, limits, over, &mut inline[..header_slots(limits).min(INLINE_HEADERS)])
 }
 
 /// How many header fields a request may have: `max_headers`, within the
@@ -268,25 +275,26 @@ const INLINE_HEADERS: usize = 32;
 /// [`parse_with`] again with all [`header_slots`] on the heap.
 #[cold]
 #[inline(never)]
-fn parse_with_heap(input: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Error> {
+fn parse_with_heap(input: &[u8], limits: &Limits, over: bool) -> Result<Option<(Request, usize)>, Error> {
     let mut heap = Vec::with_capacity(header_slots(limits));
     heap.resize_with(header_slots(limits), MaybeUninit::uninit);
-    parse_with(input, limits, &mut heap)
+    parse_with(input, limits, over, &mut heap)
 }
 
 /// Parses with `slots` for the header fields; with more fields than slots,
-/// again with all `max_headers` slots, and 431 past those.
+/// again with all `max_headers` slots, and 431 past those. An incomplete
+/// head is 431 when `over` (see [`incomplete`]).
 ///
-/// The retry is decided in here so that [`parse_slots`] returns this
-/// result as it is. When it had an error type of its own to translate, the
-/// `Request` was copied out of one `Result` into another right after being
-/// written, and that copy's 16-byte loads waited on the narrower stores
-/// that had just built it (a third of `parse_slots`'s samples, `perf`).
-/// The first copy up the chain, in [`parse`], still pays that wait (about
-/// 1% of a pipelined request's samples).
+/// The retry and `over` are decided in here so that this result travels up
+/// to the decoder as it is. When [`parse_slots`] had an error type of its
+/// own to translate, the `Request` was copied out of one `Result` into
+/// another right after being written, and that copy's 16-byte loads waited
+/// on the narrower stores that had just built it (a third of
+/// `parse_slots`'s samples, `perf`); [`parse`] had the same copy.
 fn parse_with<'b>(
     buf: &'b [u8],
     limits: &Limits,
+    over: bool,
     slots: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<Option<(Request, usize)>, Error> {
     let mut req = httparse::Request::new(&mut []);
@@ -300,12 +308,12 @@ fn parse_with<'b>(
         }
         Ok(httparse::Status::Partial) => {
             check_request_line_len(buf, limits.max_request_line)?;
-            return Ok(None);
+            return incomplete(over);
         }
         Err(httparse::Error::TooManyHeaders) => {
             check_request_line_len(buf, limits.max_request_line)?;
             return if slots.len() < header_slots(limits) {
-                parse_with_heap(buf, limits)
+                parse_with_heap(buf, limits, over)
             } else {
                 Err(Error::HeadTooLarge)
             };
@@ -317,7 +325,7 @@ fn parse_with<'b>(
                 Some(e) => Err(e),
                 None => {
                     check_request_line_len(buf, limits.max_request_line)?;
-                    Ok(None)
+                    incomplete(over)
                 }
             };
         }

@@ -355,6 +355,8 @@ fn parse_with<'b>(
     data.clear();
     data.reserve(len + req.headers.len() * FIELD_BYTES);
     data.extend_from_slice(base);
+    // Values as httparse gives them, already without surrounding
+    // whitespace (see `Framing::of`).
     for h in req.headers.iter() {
         data.extend_from_slice(&Span::of(base, h.name.as_bytes()).to_bytes());
         data.extend_from_slice(&Span::of(base, h.value).to_bytes());

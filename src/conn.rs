@@ -534,6 +534,7 @@ impl Decoder for RequestDecoder {
 /// [`End`] of the body.
 pub struct ResponseEncoder {
     ex: Rc<Exchange>,
+    memo: encode::HeadMemo,
 }
 
 /// Ends the current response body (writes the last chunk when chunked).
@@ -614,7 +615,7 @@ impl ResponseEncoder {
             info.keep_alive = false;
         }
         let (framing, keep_alive) =
-            encode::encode_head(resp, info, &date::now(), output).map_err(|e| misuse(&e.to_string()))?;
+            self.memo.encode_head(resp, info, date::second(), output).map_err(|e| misuse(&e.to_string()))?;
         ex.keep_alive.set(keep_alive);
         ex.writing.set(Writing::Body(framing));
         if ex.access.is_some() {
@@ -870,7 +871,7 @@ fn run(
     // this function drops the registration before the socket.
     let ex = Rc::new(Exchange::new(limits.clone(), registration, conn));
     let decoder = RequestDecoder { ex: ex.clone(), reading };
-    let encoder = ResponseEncoder { ex: ex.clone() };
+    let encoder = ResponseEncoder { ex: ex.clone(), memo: encode::HeadMemo::default() };
     let run = chain(
         decoder,
         |read: &Requests<'_>, write: &Responses<'_>| {

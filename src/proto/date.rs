@@ -21,7 +21,16 @@ static CACHE: DateCache = DateCache { stamp: AtomicU64::new(0), words: [const { 
 
 /// The current date in IMF-fixdate form (RFC 9110 §5.6.7).
 pub fn now() -> [u8; DATE_LEN] {
-    let secs = unix_seconds();
+    at(second())
+}
+
+/// The current Unix second, as [`now`] and [`at`] count it.
+pub fn second() -> u64 {
+    unix_seconds()
+}
+
+/// The date of Unix second `secs` in IMF-fixdate form.
+pub fn at(secs: u64) -> [u8; DATE_LEN] {
     let want = secs << 1;
     let seen = CACHE.stamp.load(Ordering::Acquire);
     if seen == want {

@@ -7,7 +7,7 @@ use std::fmt;
 
 use smallvec::SmallVec;
 
-use crate::proto::date::DATE_LEN;
+use crate::proto::date::{self, DATE_LEN};
 use crate::proto::{Error, status};
 
 /// A header field a handler added: name, value.
@@ -153,7 +153,7 @@ pub enum Framing {
 }
 
 /// What the encoder needs to know about the request being answered.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestInfo {
     pub is_head: bool,
     pub minor: u8,
@@ -192,6 +192,13 @@ pub fn encode_head(
     date: &[u8; DATE_LEN],
     out: &mut Vec<u8>,
 ) -> Result<(Framing, bool), EncodeError> {
+    check(resp)?;
+    write_fields(resp, date, out);
+    Ok(write_framing(resp, req, out))
+}
+
+/// Refuses what a handler may not send, before anything is written.
+fn check(resp: &Response<'_>) -> Result<(), EncodeError> {
     let code = resp.status;
     if (100..200).contains(&code) {
         return Err(EncodeError::InformationalStatus(code));
@@ -209,21 +216,19 @@ pub fn encode_head(
         let text = bad.map_or_else(String::new, |(name, value)| format!("{name}: {value}"));
         return Err(EncodeError::InvalidHeader(text));
     }
-    // RFC 9110 §6.4.1: responses to HEAD and 204/304 never carry content.
-    let body_allowed = !(req.is_head || code == 204 || code == 304);
-    let framing = match (body_allowed, resp.length) {
-        (false, _) => Framing::NoBody,
-        (true, Some(n)) => Framing::Length(n),
-        (true, None) if req.minor >= 1 => Framing::Chunked,
-        (true, None) => Framing::UntilClose,
-    };
-    let keep_alive = req.keep_alive && !resp.close && framing != Framing::UntilClose;
+    Ok(())
+}
 
-    match status::status_line(code) {
+/// The status line and the fields that depend on the response and the
+/// date alone: everything before the framing fields. Returns where the
+/// content type's value starts, counted from the status line.
+fn write_fields(resp: &Response<'_>, date: &[u8; DATE_LEN], out: &mut Vec<u8>) -> Option<usize> {
+    let start = out.len();
+    match status::status_line(resp.status) {
         Some(line) => out.extend_from_slice(line.as_bytes()),
         None => {
             out.extend_from_slice(b"HTTP/1.1 ");
-            out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(resp.status).as_bytes());
             out.extend_from_slice(b" \r\n");
         }
     }
@@ -233,8 +238,10 @@ pub fn encode_head(
     for (name, value) in before {
         field_line(name, value, out);
     }
+    let mut type_at = None;
     if let Some(value) = content_type {
-        field_line("Content-Type", value, out);
+        type_at = Some(out.len() - start + CONTENT_TYPE.len() + 2);
+        field_line(CONTENT_TYPE, value, out);
     }
     for (name, value) in after {
         field_line(name, value, out);
@@ -244,6 +251,24 @@ pub fn encode_head(
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
     }
+    type_at
+}
+
+const CONTENT_TYPE: &str = "Content-Type";
+
+/// The framing fields and the empty line that ends the head. Returns the
+/// body framing and whether the connection stays open afterwards.
+fn write_framing(resp: &Response<'_>, req: RequestInfo, out: &mut Vec<u8>) -> (Framing, bool) {
+    let code = resp.status;
+    // RFC 9110 §6.4.1: responses to HEAD and 204/304 never carry content.
+    let body_allowed = !(req.is_head || code == 204 || code == 304);
+    let framing = match (body_allowed, resp.length) {
+        (false, _) => Framing::NoBody,
+        (true, Some(n)) => Framing::Length(n),
+        (true, None) if req.minor >= 1 => Framing::Chunked,
+        (true, None) => Framing::UntilClose,
+    };
+    let keep_alive = req.keep_alive && !resp.close && framing != Framing::UntilClose;
     match (framing, resp.length) {
         // RFC 9110 §8.6: no Content-Length in a 204. A HEAD or 304 response
         // may state the length the GET would have had.
@@ -259,7 +284,138 @@ pub fn encode_head(
         out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Ok((framing, keep_alive))
+    (framing, keep_alive)
+}
+
+/// The largest head start [`HeadMemo`] keeps: a status line, a content
+/// type of some 60 bytes and the Date field.
+const MEMO_BYTES: usize = 160;
+
+/// The longest end of a head: `Content-Length` with 20 digits,
+/// `Connection: keep-alive` and the empty line.
+const END_BYTES: usize = 64;
+
+/// The last head a connection wrote, in two parts kept apart: its start
+/// (status line, content type, Date) and its end (framing fields, empty
+/// line), each copied when the next response would write it the same.
+///
+/// On a keep-alive connection the responses mostly share their status and
+/// content type, within one second their Date, and often their length.
+/// Writing the head anew (status line, content type checked and copied,
+/// Date copied, length formatted) cost about 320 of a pipelined request's
+/// 1,850 instructions; comparing and copying costs about 100 (callgrind).
+/// Only starts without other fields are kept: theirs would have to be
+/// compared one by one.
+pub struct HeadMemo {
+    /// What `start` was made from; `None` until one is kept.
+    start_from: Option<StartKey>,
+    start_len: usize,
+    start: [u8; MEMO_BYTES],
+    /// What `end` was made from, and the framing it gave.
+    end_from: Option<(EndKey, (Framing, bool))>,
+    end_len: usize,
+    end: [u8; END_BYTES],
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StartKey {
+    status: u16,
+    /// The Unix second whose date the start carries.
+    second: u64,
+    /// Where in the start the content type's value begins, and its length.
+    content_type: Option<(usize, usize)>,
+}
+
+/// Everything [`write_framing`] reads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct EndKey {
+    status: u16,
+    length: Option<u64>,
+    close: bool,
+    req: RequestInfo,
+}
+
+impl EndKey {
+    fn of(resp: &Response<'_>, req: RequestInfo) -> EndKey {
+        EndKey { status: resp.status, length: resp.length, close: resp.close, req }
+    }
+}
+
+impl Default for HeadMemo {
+    fn default() -> HeadMemo {
+        HeadMemo {
+            start_from: None,
+            start_len: 0,
+            start: [0; MEMO_BYTES],
+            end_from: None,
+            end_len: 0,
+            end: [0; END_BYTES],
+        }
+    }
+}
+
+impl HeadMemo {
+    /// [`encode_head`] for a response sent at Unix second `second`, copying
+    /// what the previous response wrote the same.
+    pub fn encode_head(
+        &mut self,
+        resp: &Response<'_>,
+        req: RequestInfo,
+        second: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(Framing, bool), EncodeError> {
+        if let Some(start) = self.start_of(resp, second) {
+            // The same status and content type passed `check` when kept.
+            out.extend_from_slice(start);
+        } else {
+            check(resp)?;
+            let at = out.len();
+            let type_at = write_fields(resp, &date::at(second), out);
+            self.keep_start(resp, second, type_at, &out[at..]);
+        }
+        let key = EndKey::of(resp, req);
+        if let Some((from, framing)) = self.end_from
+            && from == key
+        {
+            out.extend_from_slice(&self.end[..self.end_len]);
+            return Ok(framing);
+        }
+        let at = out.len();
+        let framing = write_framing(resp, req, out);
+        let end = &out[at..];
+        self.end_from = None;
+        if end.len() <= END_BYTES {
+            self.end[..end.len()].copy_from_slice(end);
+            self.end_len = end.len();
+            self.end_from = Some((key, framing));
+        }
+        Ok(framing)
+    }
+
+    /// The kept start, when `resp` at `second` would be written the same.
+    fn start_of(&self, resp: &Response<'_>, second: u64) -> Option<&[u8]> {
+        let from = self.start_from?;
+        if from.status != resp.status || from.second != second || !resp.headers.is_empty() {
+            return None;
+        }
+        let same_type = match (from.content_type, &resp.content_type) {
+            (None, None) => true,
+            (Some((at, len)), Some((_, value))) => self.start.get(at..at + len) == Some(value.as_bytes()),
+            _ => false,
+        };
+        if same_type { self.start.get(..self.start_len) } else { None }
+    }
+
+    fn keep_start(&mut self, resp: &Response<'_>, second: u64, type_at: Option<usize>, start: &[u8]) {
+        self.start_from = None;
+        if !resp.headers.is_empty() || start.len() > MEMO_BYTES {
+            return;
+        }
+        self.start[..start.len()].copy_from_slice(start);
+        self.start_len = start.len();
+        let content_type = resp.content_type.as_ref().zip(type_at).map(|((_, value), at)| (at, value.len()));
+        self.start_from = Some(StartKey { status: resp.status, second, content_type });
+    }
 }
 
 fn field_line(name: &str, value: &str, out: &mut Vec<u8>) {
@@ -388,6 +544,77 @@ mod tests {
         let split = head(Response::new(200).content_type("text/plain\r\nX-Evil: 1"), false, 1);
         assert!(matches!(split, Err(EncodeError::InvalidHeader(h)) if h.starts_with("Content-Type")));
         assert!(head(Response::new(200).content_type("a\nb").content_type("c/d"), false, 1).is_ok());
+    }
+
+    /// Responses whose heads start alike or almost alike, for the memo.
+    fn memo_cases() -> Vec<Response<'static>> {
+        let text = || Response::new(200).content_type("text/plain");
+        vec![
+            text().content_length(13),
+            text().content_length(5),
+            text(),
+            Response::new(200).content_type("text/plai").content_length(13),
+            Response::new(200).content_type("text/plainx").content_length(13),
+            Response::new(200).content_length(13),
+            Response::new(404).content_type("text/plain").content_length(13),
+            Response::new(599).content_type("text/plain").content_length(13),
+            text().header("X", "1").content_length(13),
+            Response::new(200).header("X", "1").content_type("text/plain").content_length(13),
+            Response::new(200).header("Date", "custom").content_length(13),
+            Response::new(200).content_type("a\nb").content_length(13),
+            Response::new(200).content_type("t".repeat(MEMO_BYTES)).content_length(13),
+            Response::new(204).content_type("text/plain"),
+            text().close(),
+        ]
+    }
+
+    #[test]
+    fn a_kept_head_start_writes_what_encoding_anew_writes() {
+        let seconds = [784_111_777, 784_111_778];
+        let infos = [
+            RequestInfo { is_head: false, minor: 1, keep_alive: true },
+            RequestInfo { is_head: true, minor: 1, keep_alive: true },
+            RequestInfo { is_head: false, minor: 0, keep_alive: false },
+        ];
+        let mut cases = Vec::new();
+        for resp in memo_cases() {
+            for second in seconds {
+                for info in infos {
+                    cases.push((resp.clone(), second, info));
+                }
+            }
+        }
+        // Every case after every case: each way a kept start can match or
+        // not. The output buffer already holds bytes, as on a pipelined
+        // connection.
+        for (first, s1, i1) in &cases {
+            for (next, s2, i2) in &cases {
+                let mut memo = HeadMemo::default();
+                let mut out = b"earlier".to_vec();
+                let _ = memo.encode_head(first, *i1, *s1, &mut out);
+                let mut fresh = out.clone();
+                let got = memo.encode_head(next, *i2, *s2, &mut out);
+                let want = encode_head(next, *i2, &date::at(*s2), &mut fresh);
+                assert_eq!(got, want, "{first:?} then {next:?}");
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&fresh), "{first:?} then {next:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_head_start_is_copied_only_for_the_same_status_type_and_second() {
+        let second = 784_111_777;
+        let mut memo = HeadMemo::default();
+        let text = Response::new(200).content_type("text/plain").content_length(13);
+        memo.encode_head(&text, RequestInfo { is_head: false, minor: 1, keep_alive: true }, second, &mut Vec::new())
+            .unwrap();
+        assert!(memo.start_of(&text, second).is_some());
+        assert!(memo.start_of(&Response::new(200).content_type("text/plain"), second).is_some());
+        assert!(memo.start_of(&text, second + 1).is_none());
+        assert!(memo.start_of(&Response::new(201).content_type("text/plain"), second).is_none());
+        assert!(memo.start_of(&Response::new(200).content_type("text/plai"), second).is_none());
+        assert!(memo.start_of(&Response::new(200), second).is_none());
+        assert!(memo.start_of(&Response::new(200).content_type("text/plain").header("X", "1"), second).is_none());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_mai
 use http_cluster::Limits;
 use http_cluster::Response;
 use http_cluster::proto::decode::{BodyDecoder, BodyLimits, Chunk};
-use http_cluster::proto::encode::{RequestInfo, encode_head};
+use http_cluster::proto::encode::{HeadMemo, RequestInfo, encode_head};
 use http_cluster::proto::head::{self, BodyKind};
 
 const BROWSER_GET: &[u8] = b"GET /static/app.js?v=1712 HTTP/1.1\r\n\
@@ -46,6 +46,18 @@ fn encode_response(c: &mut Criterion) {
             out.clear();
             let resp = Response::new(200).content_type("text/plain").content_length(13);
             encode_head(black_box(&resp), info, &date, &mut out).unwrap();
+            out.len()
+        })
+    });
+    // What a keep-alive connection does from its second response on: the
+    // head's start and end are copied from the previous one's.
+    let mut memo = HeadMemo::default();
+    let second = http_cluster::proto::date::second();
+    c.bench_function("encode hello head (memo)", |b| {
+        b.iter(|| {
+            out.clear();
+            let resp = Response::new(200).content_type("text/plain").content_length(13);
+            memo.encode_head(black_box(&resp), info, second, &mut out).unwrap();
             out.len()
         })
     });

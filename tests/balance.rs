@@ -170,6 +170,12 @@ fn connections_passed_to_a_worker_that_dies_before_taking_them_are_passed_again(
     // the removed slot's connections, which sit unread in its channel.
     // SAFETY: kill(2) on the worker of the server this test started.
     unsafe { libc::kill(only, libc::SIGSTOP) };
+    // Each of its threads stops on its way back to user space: one already
+    // inside accept(2) would still take a connection, which is then the
+    // worker's own and dies with it, as with any server (seen here under
+    // load: `perf` caught a worker thread's accept returning 8 µs after the
+    // stop reached the main thread, and the kill reset that connection).
+    assert!(wait_until(Duration::from_secs(5), || all_threads_stopped(only)));
     let clients: Vec<_> = (0..20)
         .map(|_| {
             let addr = server.addr;

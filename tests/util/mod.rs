@@ -152,6 +152,23 @@ impl Drop for Server {
     }
 }
 
+/// Every thread of `pid` is stopped (SIGSTOP took effect), from /proc.
+/// `kill` returns before that: each thread stops on its way back to user
+/// space.
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { return false };
+        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+        if !matches!(state, Some("T" | "t")) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Live (non-zombie) children of `pid`, from /proc.
 pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();

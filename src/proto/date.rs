@@ -24,11 +24,6 @@ pub fn now() -> [u8; DATE_LEN] {
     at(second())
 }
 
-/// The current Unix second, as [`now`] and [`at`] count it.
-pub fn second() -> u64 {
-    unix_seconds()
-}
-
 /// The date of Unix second `secs` in IMF-fixdate form.
 pub fn at(secs: u64) -> [u8; DATE_LEN] {
     let want = secs << 1;
@@ -58,11 +53,12 @@ pub fn at(secs: u64) -> [u8; DATE_LEN] {
     date
 }
 
-/// Whole seconds since the epoch from the coarse clock: it is read once per
-/// response, and the coarse clock is a plain load from the vDSO page where
-/// the precise one also reads the TSC. Its tick (a few milliseconds at
-/// most) is far below the header's one-second resolution.
-fn unix_seconds() -> u64 {
+/// The current Unix second, as [`now`] and [`at`] count it: whole seconds
+/// since the epoch from the coarse clock. It is read once per response,
+/// and the coarse clock is a plain load from the vDSO page where the
+/// precise one also reads the TSC. Its tick (a few milliseconds at most)
+/// is far below the header's one-second resolution.
+pub fn second() -> u64 {
     match nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE) {
         Ok(ts) => u64::try_from(ts.tv_sec()).unwrap_or(0),
         Err(_) => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),

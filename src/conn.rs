@@ -549,12 +549,10 @@ thread_local! {
 /// [`encode::HeadMemo::encode_head`] with this thread's memo.
 fn encode_head(resp: &Response<'_>, info: RequestInfo, output: &mut Vec<u8>) -> Result<(Framing, bool), EncodeError> {
     let second = date::second();
-    HEAD_MEMO
-        .try_with(|memo| match memo.try_borrow_mut() {
-            Ok(mut memo) => memo.encode_head(resp, info, second, output),
-            Err(_) => encode::encode_head(resp, info, &date::at(second), output),
-        })
-        .unwrap_or_else(|_| encode::encode_head(resp, info, &date::at(second), output))
+    let memoized = HEAD_MEMO
+        .try_with(|memo| memo.try_borrow_mut().ok().map(|mut memo| memo.encode_head(resp, info, second, output)));
+    // Without the memo (the thread is exiting, or it is in use): anew.
+    memoized.ok().flatten().unwrap_or_else(|| encode::encode_head(resp, info, &date::at(second), output))
 }
 
 /// Ends the current response body (writes the last chunk when chunked).

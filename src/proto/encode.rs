@@ -307,14 +307,38 @@ const END_BYTES: usize = 64;
 /// starts without other fields are kept: theirs would have to be compared
 /// one by one.
 pub struct HeadMemo {
-    /// What `start` was made from; `None` until one is kept.
-    start_from: Option<StartKey>,
-    start_len: usize,
-    start: [u8; MEMO_BYTES],
-    /// What `end` was made from, and the framing it gave.
-    end_from: Option<(EndKey, (Framing, bool))>,
-    end_len: usize,
-    end: [u8; END_BYTES],
+    start: Kept<StartKey, MEMO_BYTES>,
+    /// The end, with the framing it gave.
+    end: Kept<(EndKey, (Framing, bool)), END_BYTES>,
+}
+
+/// Bytes once written, and what they were written from (`None` until
+/// some are kept).
+struct Kept<K, const N: usize> {
+    from: Option<K>,
+    len: usize,
+    bytes: [u8; N],
+}
+
+impl<K, const N: usize> Kept<K, N> {
+    const fn new() -> Self {
+        Kept { from: None, len: 0, bytes: [0; N] }
+    }
+
+    /// Keeps `bytes` as written from `from`, or forgets what was kept when
+    /// they do not fit.
+    fn keep(&mut self, from: K, bytes: &[u8]) {
+        self.from = None;
+        if let Some(room) = self.bytes.get_mut(..bytes.len()) {
+            room.copy_from_slice(bytes);
+            self.len = bytes.len();
+            self.from = Some(from);
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -335,12 +359,6 @@ struct EndKey {
     req: RequestInfo,
 }
 
-impl EndKey {
-    fn of(resp: &Response<'_>, req: RequestInfo) -> EndKey {
-        EndKey { status: resp.status, length: resp.length, close: resp.close, req }
-    }
-}
-
 impl Default for HeadMemo {
     fn default() -> HeadMemo {
         HeadMemo::new()
@@ -349,14 +367,7 @@ impl Default for HeadMemo {
 
 impl HeadMemo {
     pub const fn new() -> HeadMemo {
-        HeadMemo {
-            start_from: None,
-            start_len: 0,
-            start: [0; MEMO_BYTES],
-            end_from: None,
-            end_len: 0,
-            end: [0; END_BYTES],
-        }
+        HeadMemo { start: Kept::new(), end: Kept::new() }
     }
 
     /// [`encode_head`] for a response sent at Unix second `second`, copying
@@ -375,50 +386,37 @@ impl HeadMemo {
             check(resp)?;
             let at = out.len();
             let type_at = write_fields(resp, &date::at(second), out);
-            self.keep_start(resp, second, type_at, &out[at..]);
+            if resp.headers.is_empty() {
+                let content_type = resp.content_type.as_ref().zip(type_at).map(|((_, value), at)| (at, value.len()));
+                self.start.keep(StartKey { status: resp.status, second, content_type }, &out[at..]);
+            }
         }
-        let key = EndKey::of(resp, req);
-        if let Some((from, framing)) = self.end_from
+        let key = EndKey { status: resp.status, length: resp.length, close: resp.close, req };
+        if let Some((from, framing)) = self.end.from
             && from == key
         {
-            out.extend_from_slice(&self.end[..self.end_len]);
+            out.extend_from_slice(self.end.bytes());
             return Ok(framing);
         }
         let at = out.len();
         let framing = write_framing(resp, req, out);
-        let end = &out[at..];
-        self.end_from = None;
-        if end.len() <= END_BYTES {
-            self.end[..end.len()].copy_from_slice(end);
-            self.end_len = end.len();
-            self.end_from = Some((key, framing));
-        }
+        self.end.keep((key, framing), &out[at..]);
         Ok(framing)
     }
 
     /// The kept start, when `resp` at `second` would be written the same.
     fn start_of(&self, resp: &Response<'_>, second: u64) -> Option<&[u8]> {
-        let from = self.start_from?;
+        let from = self.start.from?;
         if from.status != resp.status || from.second != second || !resp.headers.is_empty() {
             return None;
         }
+        let start = self.start.bytes();
         let same_type = match (from.content_type, &resp.content_type) {
             (None, None) => true,
-            (Some((at, len)), Some((_, value))) => self.start.get(at..at + len) == Some(value.as_bytes()),
+            (Some((at, len)), Some((_, value))) => start.get(at..at + len) == Some(value.as_bytes()),
             _ => false,
         };
-        if same_type { self.start.get(..self.start_len) } else { None }
-    }
-
-    fn keep_start(&mut self, resp: &Response<'_>, second: u64, type_at: Option<usize>, start: &[u8]) {
-        self.start_from = None;
-        if !resp.headers.is_empty() || start.len() > MEMO_BYTES {
-            return;
-        }
-        self.start[..start.len()].copy_from_slice(start);
-        self.start_len = start.len();
-        let content_type = resp.content_type.as_ref().zip(type_at).map(|((_, value), at)| (at, value.len()));
-        self.start_from = Some(StartKey { status: resp.status, second, content_type });
+        same_type.then_some(start)
     }
 }
 

@@ -152,6 +152,15 @@ impl Drop for Server {
     }
 }
 
+/// The fields of a `/proc/.../stat` file after the command name: state,
+/// parent pid, ... (`pid (comm) state ppid ...`; comm may contain spaces,
+/// so the split is after its closing parenthesis).
+fn stat_fields(path: impl AsRef<std::path::Path>) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
 /// Every thread of `pid` is stopped (SIGSTOP took effect), from /proc.
 /// `kill` returns before that: each thread stops on its way back to user
 /// space.
@@ -159,9 +168,9 @@ pub fn all_threads_stopped(pid: i32) -> bool {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
     let mut any = false;
     for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { return false };
-        let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-        if !matches!(state, Some("T" | "t")) {
+        let stopped = stat_fields(task.path().join("stat"))
+            .is_some_and(|f| f.first().is_some_and(|state| state == "T" || state == "t"));
+        if !stopped {
             return false;
         }
         any = true;
@@ -174,10 +183,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        // pid (comm) state ppid ...: comm may contain spaces; split after ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let Some(fields) = stat_fields(format!("/proc/{p}/stat")) else { continue };
         if fields.len() > 1 && fields[1].parse() == Ok(pid) && fields[0] != "Z" {
             out.push(p);
         }
@@ -187,10 +193,7 @@ pub fn children_of(pid: i32) -> Vec<i32> {
 }
 
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().next() != Some("Z")).unwrap_or(false),
-        Err(_) => false,
-    }
+    stat_fields(format!("/proc/{pid}/stat")).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
 }
 
 /// One parsed response.

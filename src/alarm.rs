@@ -17,11 +17,13 @@
 //! tick late (may's timers were rounded to the same 100 ms).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use may::io::WaitIoWaker;
 use slab::Slab;
+
+use crate::clock::Moment;
 
 /// How often due alarms are rung: the precision of every connection
 /// timeout.
@@ -29,26 +31,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 
 /// The alarm is not set.
 const UNSET: u64 = u64::MAX;
-
-/// The origin of alarm times (milliseconds since it, in a `u64` that one
-/// atomic holds).
-static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
-
-/// `at` in whole milliseconds since [`EPOCH`], rounded up for alarm times
-/// and down for the sweep's "now", so an alarm never rings early.
-/// (64-bit arithmetic: `Duration::as_nanos` is a 128-bit division, and
-/// this runs on every wait.)
-fn millis_ceil(at: Instant) -> u64 {
-    let since = at.saturating_duration_since(*EPOCH);
-    let sub = u64::from(since.subsec_nanos()).div_ceil(1_000_000);
-    since.as_secs().saturating_mul(1000).saturating_add(sub).min(UNSET - 1)
-}
-
-fn millis_floor(at: Instant) -> u64 {
-    let since = at.saturating_duration_since(*EPOCH);
-    let sub = u64::from(since.subsec_millis());
-    since.as_secs().saturating_mul(1000).saturating_add(sub).min(UNSET - 1)
-}
 
 /// When one connection wants to be woken, and how.
 pub struct Alarm {
@@ -58,8 +40,8 @@ pub struct Alarm {
 
 impl Alarm {
     /// Wake the connection's coroutine at `at` if it is still waiting then.
-    pub fn set(&self, at: Instant) {
-        self.due.store(millis_ceil(at), Ordering::Relaxed);
+    pub fn set(&self, at: Moment) {
+        self.due.store(at.millis().min(UNSET - 1), Ordering::Relaxed);
     }
 
     pub fn clear(&self) {
@@ -106,7 +88,7 @@ impl Alarms {
     /// Wakes every connection whose alarm is due. Runs every [`TICK`] on
     /// the worker's scheduler.
     pub fn sweep(&self) {
-        let now = millis_floor(Instant::now());
+        let now = Moment::now().millis();
         for (_, alarm) in self.lock().iter() {
             alarm.ring_if_due(now);
         }
@@ -130,20 +112,5 @@ impl std::ops::Deref for AlarmHandle {
 impl Drop for AlarmHandle {
     fn drop(&mut self) {
         self.alarms.lock().remove(self.key);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn alarm_times_round_up_to_the_millisecond() {
-        let base = *EPOCH;
-        assert_eq!(millis_ceil(base), 0);
-        assert_eq!(millis_ceil(base + Duration::from_micros(1)), 1);
-        assert_eq!(millis_ceil(base + Duration::from_millis(1500)), 1500);
-        assert_eq!(millis_ceil(base + Duration::from_micros(1_500_001)), 1501);
-        assert_eq!(millis_floor(base + Duration::from_micros(1_500_999)), 1500);
     }
 }

@@ -11,8 +11,9 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Moment;
 use crate::io::{Io, ReadBuf};
 
 /// What a decoder found in the buffered input.
@@ -45,7 +46,7 @@ pub trait Decoder {
 
     /// How long to wait for more input in the decoder's current state,
     /// for a wait that starts `now`.
-    fn read_deadline(&self, now: Instant) -> Option<Instant> {
+    fn read_deadline(&self, now: Moment) -> Option<Moment> {
         let _ = now;
         None
     }
@@ -154,7 +155,7 @@ impl<'io, D: Decoder> Read<'io, D> {
         // Flushed first, so that the clock is read once for the deadline
         // and the wait that follows.
         io.flush()?;
-        let now = Instant::now();
+        let now = Moment::now();
         let (deadline, park_after) = {
             let decoder = self.decoder.borrow();
             (decoder.read_deadline(now), decoder.park_after())

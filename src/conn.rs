@@ -16,12 +16,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::alarm::Alarms;
+use crate::clock::Moment;
 use crate::codec::{Decoded, Decoder, Encoder, Filled, Read, StreamError, Write, chain};
 use crate::config::Limits;
 use crate::io::{Close, Io, ReadBuf};
@@ -238,7 +239,7 @@ pub struct Exchange {
     /// When the connection went idle between requests: when it first
     /// waited for the next one. `None` until then, so that answering a
     /// pipelined batch reads the clock once, not once per request.
-    idle_since: Cell<Option<Instant>>,
+    idle_since: Cell<Option<Moment>>,
     /// The connection's entry in its worker's registry, and the worker's
     /// shared state. Dropped with the exchange, which `run` declares after
     /// the `Io`.
@@ -348,7 +349,7 @@ enum Reading {
     Idle,
     /// Receiving a head that started arriving at this instant (head
     /// timeout: the slowloris defence).
-    Head { since: Instant },
+    Head { since: Moment },
     /// The handler may read this request's body.
     Body(BodyDecoder),
     /// No further request will be read.
@@ -482,7 +483,7 @@ impl Decoder for RequestDecoder {
                 } else {
                     self.ex.registration.slot.set_busy();
                     if let Reading::Idle = self.reading {
-                        self.reading = Reading::Head { since: Instant::now() };
+                        self.reading = Reading::Head { since: Moment::now() };
                     }
                 }
                 Ok(Decoded::NeedMore)
@@ -500,7 +501,7 @@ impl Decoder for RequestDecoder {
         if input.is_empty() { Ok(None) } else { Err(StreamError::Truncated) }
     }
 
-    fn read_deadline(&self, now: Instant) -> Option<Instant> {
+    fn read_deadline(&self, now: Moment) -> Option<Moment> {
         let l = &self.ex.limits;
         match self.reading {
             Reading::Idle => {
@@ -833,7 +834,7 @@ pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &A
     let registration = server.register(&io);
     io.await_first_input();
     // The head timeout runs from accept: a PROXY header does not extend it.
-    let accepted = Instant::now();
+    let accepted = Moment::now();
     let peer = if limits.proxy_protocol {
         match read_proxy_header(&mut io, accepted + limits.head_timeout) {
             Ok(Proxied::Addresses { source, .. }) => Some(source),
@@ -869,7 +870,7 @@ pub struct ConnState {
     /// Requests served so far (for `--max-requests-per-conn`).
     served: u64,
     /// When the connection last went idle: its idle timeout runs from here.
-    idle_since: Instant,
+    idle_since: Moment,
 }
 
 /// Runs the handler chain on a connection, then closes it, or parks it if
@@ -931,7 +932,7 @@ fn park(io: Io, ex: &Exchange, admission: Admission) {
         return;
     };
     // Set: the connection waited before it parked.
-    let idle_since = ex.idle_since.get().unwrap_or_else(Instant::now);
+    let idle_since = ex.idle_since.get().unwrap_or_else(Moment::now);
     let deadline = idle_since + ex.limits.idle_timeout;
     let conn = ConnState { peer: ex.peer, served: ex.served.get(), idle_since };
     lot.park(Parked::new(io.into_stream(), conn, admission), deadline);
@@ -957,7 +958,7 @@ impl std::fmt::Display for ProxyHeaderError {
 /// Reads the PROXY protocol header that starts the connection (the load
 /// balancer sends it at once; the head timeout bounds the wait), leaving
 /// whatever follows it in the read buffer for the request decoder.
-fn read_proxy_header(io: &mut Io, deadline: Instant) -> Result<Proxied, ProxyHeaderError> {
+fn read_proxy_header(io: &mut Io, deadline: Moment) -> Result<Proxied, ProxyHeaderError> {
     loop {
         match proxy::parse(io.rbuf.data()) {
             Ok(Some((header, n))) => {

@@ -6,9 +6,10 @@ use std::io::{self, IoSlice};
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::alarm::{AlarmHandle, Alarms};
+use crate::clock::Moment;
 use crate::net::{HANGUP, READABLE, Stream};
 
 /// Output accumulates up to this many bytes before it is written even
@@ -259,7 +260,7 @@ impl Io {
 
     /// Parks the coroutine until the socket has news or `until` passes
     /// (give or take an alarm tick).
-    fn wait(&mut self, until: Instant) {
+    fn wait(&mut self, until: Moment) {
         self.alarm.set(until);
         let events = self.stream.wait_io();
         self.alarm.clear();
@@ -281,9 +282,9 @@ impl Io {
     /// quiet for longer gives its buffers back and waits for readability
     /// without them: idle connections are most connections, and their
     /// memory is what a server's capacity is made of.
-    pub fn fill(&mut self, deadline: Option<Instant>) -> io::Result<usize> {
+    pub fn fill(&mut self, deadline: Option<Moment>) -> io::Result<usize> {
         self.flush()?;
-        Ok(self.fill_or_quiet(deadline, None, Instant::now())?.unwrap_or(0))
+        Ok(self.fill_or_quiet(deadline, None, Moment::now())?.unwrap_or(0))
     }
 
     /// [`Io::fill`], except that with nothing buffered a first wait of
@@ -299,9 +300,9 @@ impl Io {
     /// request on a keep-alive connection, not two).
     pub fn fill_or_quiet(
         &mut self,
-        deadline: Option<Instant>,
+        deadline: Option<Moment>,
         quiet_after: Option<Duration>,
-        now: Instant,
+        now: Moment,
     ) -> io::Result<Option<usize>> {
         // The time the caller read, for the first time the socket is found
         // empty; after a wait the clock is read again, only if it is needed.
@@ -312,7 +313,7 @@ impl Io {
         let stage = quiet_after.unwrap_or(RELEASE_AFTER);
         // When the first wait ends, if it is staged; decided when the
         // socket is first found empty.
-        let mut stage_end: Option<Option<Instant>> = None;
+        let mut stage_end: Option<Option<Moment>> = None;
         let mut released = false;
         loop {
             if !self.drained {
@@ -347,7 +348,7 @@ impl Io {
             }
             // Nothing to read: wait, unless a deadline or the first stage
             // has passed.
-            let now = clock.take().unwrap_or_else(Instant::now);
+            let now = clock.take().unwrap_or_else(Moment::now);
             if deadline.is_some_and(|d| now >= d) {
                 if self.drained && !last_look {
                     last_look = true;
@@ -357,7 +358,7 @@ impl Io {
                 return Err(io::ErrorKind::TimedOut.into());
             }
             let staged = *stage_end.get_or_insert_with(|| {
-                let far = deadline.is_none_or(|d| d - now > 2 * stage);
+                let far = deadline.is_none_or(|d| d.saturating_since(now) > 2 * stage);
                 (self.rbuf.is_empty() && far).then(|| now + stage)
             });
             let stage_due = staged.filter(|_| !released);
@@ -472,9 +473,9 @@ impl Io {
                     stalled_since = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let now = Instant::now();
+                    let now = Moment::now();
                     let since = *stalled_since.get_or_insert(now);
-                    if now - since >= self.write_timeout {
+                    if now.saturating_since(since) >= self.write_timeout {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
                     self.wait(since + self.write_timeout);
@@ -523,7 +524,7 @@ impl Io {
     /// stack (more stack pages touched per connection).
     #[inline(never)]
     fn linger(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(2).min(self.write_timeout);
+        let deadline = Moment::now() + Duration::from_secs(2).min(self.write_timeout);
         let mut discarded = 0usize;
         let mut sink = [0u8; 4096];
         while discarded < 256 * 1024 {
@@ -531,7 +532,7 @@ impl Io {
                 Ok(0) => break,
                 Ok(n) => discarded += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
+                    if Moment::now() >= deadline {
                         break;
                     }
                     self.wait(deadline);
@@ -578,12 +579,13 @@ mod tests {
     use std::io::{ErrorKind, Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::{
         Close, Io, READ_INITIAL, ReadBuf, SPARE_READ, SPARE_WRITE, WRITE_INITIAL, WriteBuf, take_write_buffer,
     };
     use crate::alarm::Alarms;
+    use crate::clock::Moment;
     use crate::net::{Family, Stream};
 
     /// A loopback connection: the client's end, and the server's as an
@@ -684,7 +686,7 @@ mod tests {
             }
             let got = on_coroutine(move || {
                 io.await_first_input();
-                let n = io.fill(Some(Instant::now() + Duration::from_secs(5))).unwrap();
+                let n = io.fill(Some(Moment::now() + Duration::from_secs(5))).unwrap();
                 (n, io.rbuf.data().to_vec())
             })
             .join()

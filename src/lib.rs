@@ -42,6 +42,7 @@
 pub mod access_log;
 pub mod alarm;
 pub mod builtin;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod conn;

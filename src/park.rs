@@ -15,10 +15,11 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 
+use crate::clock::Moment;
 use crate::conn::{Admission, ConnState};
 use crate::net::{Family, Stream};
 
@@ -51,9 +52,9 @@ impl Parked {
 
 struct Lot {
     next_key: u64,
-    parked: HashMap<u64, (Parked, Instant)>,
+    parked: HashMap<u64, (Parked, Moment)>,
     /// (idle deadline, key), earliest first.
-    deadlines: BTreeSet<(Instant, u64)>,
+    deadlines: BTreeSet<(Moment, u64)>,
     /// Set by a drain: everything parked was closed, and nothing more may
     /// park.
     closed: bool,
@@ -91,7 +92,7 @@ impl ParkingLot {
     /// Watches `conn` until it becomes readable or `deadline` passes. A
     /// connection that cannot be watched (the lot is closed by a drain, or
     /// epoll refuses it) is closed: it was idle, so nothing is lost.
-    pub fn park(&self, conn: Parked, deadline: Instant) {
+    pub fn park(&self, conn: Parked, deadline: Moment) {
         let mut lot = self.lock();
         if lot.closed {
             return;
@@ -154,8 +155,8 @@ impl ParkingLot {
         loop {
             let wait = {
                 let lot = self.lock();
-                let now = Instant::now();
-                lot.deadlines.first().map_or(MAX_WAIT, |(d, _)| d.saturating_duration_since(now).min(MAX_WAIT))
+                let now = Moment::now();
+                lot.deadlines.first().map_or(MAX_WAIT, |(d, _)| d.saturating_since(now).min(MAX_WAIT))
             };
             // Rounded up to whole milliseconds, so a deadline that is
             // microseconds away does not spin.
@@ -182,7 +183,7 @@ impl ParkingLot {
                         ready.push(conn);
                     }
                 }
-                let now = Instant::now();
+                let now = Moment::now();
                 while let Some(&(deadline, key)) = lot.deadlines.first() {
                     if deadline > now {
                         break;

@@ -363,6 +363,27 @@ fn request_accessors() {
 }
 
 #[test]
+fn a_target_is_text_as_sent_and_one_that_is_not_utf8_is_rejected() {
+    // Targets carry non-ASCII bytes in the wild; UTF-8 ones come back as
+    // they were sent, in the method, target and field names the parser
+    // returned as text.
+    let wire = "GET /caf\u{e9}/\u{1f600}?q=\u{fc} HTTP/1.1\r\nHost: a\r\nX-Name: v\r\n\r\n".as_bytes();
+    let (req, _) = crate::proto::head::parse(wire, &Limits::default()).unwrap().unwrap();
+    assert_eq!(req.method(), "GET");
+    assert_eq!(req.target(), "/caf\u{e9}/\u{1f600}?q=\u{fc}");
+    assert_eq!(req.path(), "/caf\u{e9}/\u{1f600}");
+    assert_eq!(req.query(), Some("q=\u{fc}"));
+    assert_eq!(req.headers().map(|(n, _)| n).collect::<Vec<_>>(), ["Host", "X-Name"]);
+    for target in [&b"/\xff"[..], b"/caf\xc3", b"/\xc3(", b"/\xed\xa0\x80"] {
+        let mut wire = b"GET ".to_vec();
+        wire.extend_from_slice(target);
+        wire.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
+        let got = crate::proto::head::parse(&wire, &Limits::default());
+        assert!(matches!(got, Err(Error::BadRequest(_))), "{target:?}: {got:?}");
+    }
+}
+
+#[test]
 fn many_headers_spill_from_the_stack_slots_to_the_heap() {
     let limits = Limits::default(); // max_headers 100
     let with = |n: usize| {

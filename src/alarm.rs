@@ -14,7 +14,8 @@
 //! comes), and on a keep-alive connection every request is such a wait,
 //! while a deadline is almost never reached. The sweep costs one pass over
 //! the open connections per tick instead, and a deadline fires at most one
-//! tick late (may's timers were rounded to the same 100 ms).
+//! tick late (may's timers were rounded to the same 100 ms), give or take
+//! the coarse clock's own tick (see `clock`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -195,8 +195,8 @@ fn parse_head_bytes(s: &str) -> Result<usize, String> {
     }
 }
 
-/// Longest duration any setting accepts: deadlines are computed as "now
-/// plus the setting", which must not overflow the clock.
+/// Longest duration any setting accepts: a year, far past any useful
+/// timeout (deadlines are "now plus the setting", and saturate beyond).
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds (`1.5`), up to

@@ -158,8 +158,10 @@ impl ParkingLot {
                 let now = Moment::now();
                 lot.deadlines.first().map_or(MAX_WAIT, |(d, _)| d.saturating_since(now).min(MAX_WAIT))
             };
-            // Rounded up to whole milliseconds, so a deadline that is
-            // microseconds away does not spin.
+            // Whole milliseconds, at least one while a deadline is ahead:
+            // the coarse clock may show the same millisecond for a kernel
+            // tick, so a deadline that near costs a few 1 ms waits, never a
+            // spin.
             let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
             let n = match self.epoll.wait(&mut events, EpollTimeout::from(ms)) {
                 Ok(n) => n,

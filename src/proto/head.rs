@@ -163,9 +163,10 @@ impl Request {
         debug_assert!(std::str::from_utf8(bytes).is_ok());
         // SAFETY: `parse_with` makes these spans with `Span::of` from the
         // `&str`s httparse returned (so valid UTF-8, whatever httparse did
-        // to check), over the bytes it then copies unchanged into `data`;
-        // nothing writes to `data` after that. A span ends on the end of its
-        // `str`, so it never splits a character.
+        // to check), all inside a head it refuses past `u32::MAX` bytes, so
+        // the offsets are exact; it then copies those bytes unchanged into
+        // `data`, and nothing writes to `data` after that. A span ends on
+        // the end of its `str`, so it never splits a character.
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
@@ -349,7 +350,10 @@ fn parse_with<'b>(
         Err(httparse::Error::NewLine) => return Err(Error::BadRequest("invalid line ending")),
         Err(_) => return Err(Error::BadRequest("invalid request line")),
     };
-    if len > limits.max_head_bytes {
+    // Spans are `u32` offsets, and `Request::text` relies on them being
+    // exact: a head past 4 GiB (only possible with limits built by hand,
+    // the command line caps them at 1 MiB) is refused, never wrapped.
+    if len > limits.max_head_bytes || u32::try_from(len).is_err() {
         return Err(Error::HeadTooLarge);
     }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
@@ -378,7 +382,7 @@ fn parse_with<'b>(
     }
     let request = Request {
         data,
-        // `len` <= max_head_bytes, checked above, and far below 4 GiB.
+        // `len` fits a u32, checked above.
         head_len: len as u32,
         method: Span::of(base, method.as_bytes()),
         target: Span::of(base, target.as_bytes()),

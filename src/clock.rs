@@ -26,9 +26,6 @@ use std::time::Duration;
 pub struct Moment(u64);
 
 impl Moment {
-    /// Later than any deadline a connection can have.
-    pub const NEVER: Moment = Moment(u64::MAX);
-
     /// Now, by the coarse monotonic clock.
     pub fn now() -> Moment {
         use nix::time::{ClockId, clock_gettime};
@@ -54,11 +51,6 @@ impl Moment {
         self.0
     }
 
-    /// The moment of `millis` (see [`Moment::millis`]).
-    pub fn from_millis(millis: u64) -> Moment {
-        Moment(millis)
-    }
-
     /// How long after `earlier` this is; zero if it is not later.
     pub fn saturating_since(self, earlier: Moment) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
@@ -74,8 +66,8 @@ fn ceil_millis(d: Duration) -> u64 {
 impl Add<Duration> for Moment {
     type Output = Moment;
 
-    /// Saturates at [`Moment::NEVER`]: a timeout too long to represent
-    /// never passes.
+    /// Saturates at the last representable moment: a timeout too long to
+    /// represent never passes.
     fn add(self, d: Duration) -> Moment {
         Moment(self.0.saturating_add(ceil_millis(d)))
     }
@@ -89,18 +81,18 @@ mod tests {
 
     #[test]
     fn durations_are_added_rounded_up_to_the_millisecond() {
-        let base = Moment::from_millis(1000);
+        let base = Moment(1000);
         assert_eq!(base + Duration::ZERO, base);
-        assert_eq!(base + Duration::from_micros(1), Moment::from_millis(1001));
-        assert_eq!(base + Duration::from_millis(1500), Moment::from_millis(2500));
-        assert_eq!(base + Duration::from_micros(1_500_001), Moment::from_millis(2501));
-        assert_eq!(base + Duration::MAX, Moment::NEVER);
-        assert_eq!(Moment::from_parts(2, 999_999_999), Moment::from_millis(2999));
+        assert_eq!(base + Duration::from_micros(1), Moment(1001));
+        assert_eq!(base + Duration::from_millis(1500), Moment(2500));
+        assert_eq!(base + Duration::from_micros(1_500_001), Moment(2501));
+        assert_eq!(base + Duration::MAX, Moment(u64::MAX));
+        assert_eq!(Moment::from_parts(2, 999_999_999), Moment(2999));
     }
 
     #[test]
     fn the_time_since_an_earlier_moment_never_goes_negative() {
-        let (a, b) = (Moment::from_millis(1000), Moment::from_millis(1250));
+        let (a, b) = (Moment(1000), Moment(1250));
         assert_eq!(b.saturating_since(a), Duration::from_millis(250));
         assert_eq!(a.saturating_since(b), Duration::ZERO);
     }

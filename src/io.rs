@@ -469,21 +469,23 @@ impl Io {
         if slices[0].is_empty() {
             slices = &mut slices[1..];
         }
-        let mut stalled_since = None;
+        // When the current stall (no progress since the first would-block)
+        // times out.
+        let mut stall_deadline = None;
         while !slices.is_empty() {
             match self.stream.try_write(slices, fin_follows) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     IoSlice::advance_slices(&mut slices, n);
-                    stalled_since = None;
+                    stall_deadline = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let now = Moment::now();
-                    let since = *stalled_since.get_or_insert(now);
-                    if now.saturating_since(since) >= self.write_timeout {
+                    let deadline = *stall_deadline.get_or_insert_with(|| now + self.write_timeout);
+                    if now >= deadline {
                         return Err(io::ErrorKind::TimedOut.into());
                     }
-                    self.wait(since + self.write_timeout);
+                    self.wait(deadline);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

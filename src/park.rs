@@ -162,7 +162,7 @@ impl ParkingLot {
             // the coarse clock may show the same millisecond for a kernel
             // tick, so a deadline that near costs a few 1 ms waits, never a
             // spin.
-            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
             let n = match self.epoll.wait(&mut events, EpollTimeout::from(ms)) {
                 Ok(n) => n,
                 Err(nix::Error::EINTR) => 0,

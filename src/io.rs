@@ -84,6 +84,16 @@ fn give_back_write_buffer(mut buf: Vec<u8>) {
     }
 }
 
+/// How far below the waiting frame [`Io::warm_up`] prefetches: the
+/// parser's frames go about that deep below the handler's when the next
+/// request is decoded.
+const WARM_BELOW: usize = 1024;
+/// The most stack [`Io::warm_up`] prefetches: between the waiting frame and
+/// the `Io` there are some 2.6 KiB (measured, `workers/hello`); a longer
+/// span means the `Io` is not on this stack, or a handler with frames big
+/// enough that warming them would cost more than it saves.
+const WARM_MAX: usize = 8 * 1024;
+
 /// How long a connection with nothing buffered keeps its buffers while it
 /// waits for input (see [`Io::fill`]).
 pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
@@ -263,11 +273,63 @@ impl Io {
     fn wait(&mut self, until: Moment) {
         self.alarm.set(until);
         let events = self.stream.wait_io();
+        self.warm_up();
         self.alarm.clear();
         if events & READABLE != 0 {
             self.drained = false;
         }
         self.hangup |= events & HANGUP != 0;
+    }
+
+    /// Starts loading, all at once, the memory this connection is about to
+    /// touch after a wait: its coroutine's stack from a little below here
+    /// (where the parser's frames go, [`WARM_BELOW`]) up to the `Io`, which
+    /// lives in the frame that runs the connection, just above the
+    /// handler's; and the lines of its buffers that the next read and
+    /// response fill.
+    ///
+    /// With many connections, each one's stack has left the cache by the
+    /// time its next request comes (every connection has its own), and
+    /// returning up through the frames and back down through the parser
+    /// meets those lines one miss at a time: cachegrind counts some 35
+    /// per request at 1000 connections, and our user time per request
+    /// grows from 1.2 µs at 50 connections to 3.1 at 1000 (nginx, which
+    /// reuses one hot stack: 2.5 and 3.0). Prefetched together, the misses
+    /// overlap instead.
+    #[inline(always)]
+    fn warm_up(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let prefetch = |addr: usize| {
+                // SAFETY: a prefetch is a hint: it never faults and changes
+                // no memory, whatever the address (even one of a buffer
+                // given back, or none at all).
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(addr as *const i8) }
+            };
+            let input = self.rbuf.buf.as_ptr() as usize + self.rbuf.end;
+            let output = self.wbuf.as_ptr() as usize;
+            for addr in [input, input + 64, output, output + 64] {
+                prefetch(addr);
+            }
+            let here = 0u8;
+            let sp = std::hint::black_box(&here) as *const u8 as usize;
+            let top = self as *const Io as usize + std::mem::size_of::<Io>();
+            let mut line = sp.wrapping_sub(WARM_BELOW) & !63;
+            // An `Io` elsewhere than on this stack (not the case in this
+            // crate, but cheap to rule out) warms nothing.
+            if top > line && top - line <= WARM_MAX {
+                // Four lines a turn (one past `top` at most three: hints
+                // too), a third of the instructions of one a turn.
+                while line < top {
+                    prefetch(line);
+                    prefetch(line + 64);
+                    prefetch(line + 128);
+                    prefetch(line + 192);
+                    line += 256;
+                }
+            }
+        }
     }
 
     /// Writes pending output, then reads more input, waiting at most until

@@ -84,9 +84,10 @@ fn give_back_write_buffer(mut buf: Vec<u8>) {
     }
 }
 
-/// How far below the waiting frame [`Io::warm_up`] prefetches: the
-/// parser's frames go about that deep below the handler's when the next
-/// request is decoded.
+/// How far below the waiting frame [`Io::warm_up`] prefetches, for the
+/// parser's and the encoder's frames, which reach below it when the next
+/// request is decoded and answered (512 and 1536 bytes measured alike at
+/// 1000 connections; this is between).
 const WARM_BELOW: usize = 1024;
 /// The most stack [`Io::warm_up`] prefetches: between the waiting frame and
 /// the `Io` there are some 2.6 KiB (measured, `workers/hello`); a longer

@@ -40,10 +40,16 @@ struct conn {
     size_t out_len, out_off; /* output a short write left behind */
     int closing;          /* close once the output is out */
     char in[BUF];
-    char out[BUF * 2];
+    /* Room for the answers to a full input buffer of the shortest heads
+     * (18 bytes each, 139 bytes answered). */
+    char out[BUF * 8];
 };
 
-static char date[64];
+/* The three answers (HTTP/1.1 keep-alive, HTTP/1.0 keep-alive, close),
+ * rebuilt when the second changes: a request costs one memcpy. */
+enum { KEEP, KEEP10, CLOSE };
+static char canned[3][192];
+static size_t canned_len[3];
 static time_t date_at;
 
 static void refresh_date(void) {
@@ -51,16 +57,23 @@ static void refresh_date(void) {
     if (now == date_at)
         return;
     struct tm tm;
+    char date[64];
     gmtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    static const char *connection[3] = {"", "Connection: keep-alive\r\n", "Connection: close\r\n"};
+    for (int i = 0; i < 3; i++)
+        canned_len[i] = (size_t)snprintf(canned[i], sizeof canned[i],
+                                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: %s\r\n"
+                                         "Content-Length: 13\r\n%s\r\nHello, world!",
+                                         date, connection[i]);
     date_at = now;
 }
 
-/* Case-insensitive search for `needle` in the head [p, end). */
+/* Case-insensitive search for `needle` (lowercase) in the head [p, end). */
 static int has(const char *p, const char *end, const char *needle) {
     size_t n = strlen(needle);
     for (; p + n <= end; p++)
-        if (strncasecmp(p, needle, n) == 0)
+        if ((*p | 0x20) == needle[0] && strncasecmp(p, needle, n) == 0)
             return 1;
     return 0;
 }
@@ -102,12 +115,11 @@ static int answer(struct conn *c) {
         stop += 4;
         int http10 = (stop - p) > 16 && memmem(p, (size_t)(stop - p), "HTTP/1.0\r\n", 10) != NULL;
         int keep = http10 ? has(p, stop, "keep-alive") : !has(p, stop, "connection: close");
-        if (c->out_len + 256 > sizeof c->out)
+        int which = !keep ? CLOSE : http10 ? KEEP10 : KEEP;
+        if (c->out_len + canned_len[which] > sizeof c->out)
             return -1;
-        c->out_len += (size_t)snprintf(c->out + c->out_len, sizeof c->out - c->out_len,
-                                       "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: %s\r\n"
-                                       "Content-Length: 13\r\n%s\r\nHello, world!",
-                                       date, !keep ? "Connection: close\r\n" : http10 ? "Connection: keep-alive\r\n" : "");
+        memcpy(c->out + c->out_len, canned[which], canned_len[which]);
+        c->out_len += canned_len[which];
         p = stop;
         if (!keep) {
             c->closing = 1;

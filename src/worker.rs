@@ -47,6 +47,16 @@ pub const STACK_WORDS: usize = 64 * 1024 / std::mem::size_of::<usize>();
 /// cross-core wakeups and lock traffic.
 pub const MAY_THREADS: usize = 1;
 
+/// Longest may's event loop sleeps when no I/O deadline of its own is due
+/// (may's default: 10 ms, so an idle worker woke 100 times a second). Work
+/// never waits for this poll: a socket's readiness ends the `epoll_wait`,
+/// a coroutine scheduled from another thread (the timer thread, the
+/// parking lot, the channel) writes may's wake-up eventfd, and a new I/O
+/// timeout that falls before the current wait's end does the same. The
+/// poll only frees the records of closed sockets that may defers to the
+/// next loop turn, and for that a second is soon enough.
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+
 /// Finished coroutines may keeps for reuse (may's default: 1000, created
 /// up front). A pooled coroutine keeps the stack pages it touched. Most
 /// reuse happens in our own pool (below); may's takes the overflow.
@@ -173,13 +183,14 @@ fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, Vec<Listener>, UnixStr
 /// may's defaults suit a single-process server; ours is one process per
 /// core, so: one scheduler thread, no pinning (every process would pin to
 /// core 0; the kernel spreads processes over the cores `taskset` allows),
-/// and a deliberate stack size.
+/// a deliberate stack size, and no idle polling ([`IDLE_POLL`]).
 fn configure_may() {
     may::config()
         .set_workers(MAY_THREADS)
         .set_stack_size(STACK_WORDS)
         .set_pool_capacity(COROUTINE_POOL)
         .set_worker_pin(false);
+    may::config().set_timeout_ns(IDLE_POLL.as_nanos() as u64);
 }
 
 fn serve(

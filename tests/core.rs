@@ -310,3 +310,35 @@ fn pipelined_responses_leave_in_one_write() {
     let delta = segments_in(reader.get_mut()) - before;
     assert!(delta <= 2, "20 pipelined responses arrived in {delta} segments");
 }
+
+/// Context switches so far of every thread of `pid`.
+fn context_switches(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("worker's threads");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
+#[test]
+fn an_idle_worker_sleeps_instead_of_polling() {
+    // may's event loop polls every 10 ms unless told otherwise: some 110
+    // wake-ups a second per idle worker, 145 with everything else. What
+    // remains are our own timers (the timeout sweep 10 times a second, the
+    // liveness tick 4 times, each waking may's timer thread and then the
+    // loop), the heartbeat and the parking lot's watch: about 50.
+    let server = Server::start(&["--workers", "1"]);
+    assert_eq!(get(&server, "/").status, 200);
+    let worker = server.worker_pids()[0];
+    std::thread::sleep(Duration::from_millis(500));
+    let before = context_switches(worker);
+    std::thread::sleep(Duration::from_secs(3));
+    let per_second = (context_switches(worker) - before) as f64 / 3.0;
+    assert!(per_second < 80.0, "an idle worker woke {per_second:.0} times a second");
+}

@@ -113,7 +113,7 @@ static int answer(struct conn *c) {
         if (!stop)
             break;
         stop += 4;
-        int http10 = (stop - p) > 16 && memmem(p, (size_t)(stop - p), "HTTP/1.0\r\n", 10) != NULL;
+        int http10 = memmem(p, (size_t)(stop - p), "HTTP/1.0\r\n", 10) != NULL;
         int keep = http10 ? has(p, stop, "keep-alive") : !has(p, stop, "connection: close");
         int which = !keep ? CLOSE : http10 ? KEEP10 : KEEP;
         if (c->out_len + canned_len[which] > sizeof c->out)

@@ -316,12 +316,10 @@ fn context_switches(pid: i32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("worker's threads");
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
-        .flat_map(|status| {
-            status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
+        .map(|status| {
+            // voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+            let switches = status.lines().filter(|l| l.contains("ctxt_switches:"));
+            switches.filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>()
         })
         .sum()
 }

@@ -16,12 +16,17 @@
 //! the open connections per tick instead, and a deadline fires at most one
 //! tick late (may's timers were rounded to the same 100 ms), give or take
 //! the coarse clock's own tick (see `clock`).
+//!
+//! While the worker has no connection at all, the sweep does not tick: it
+//! waits until the next connection registers (see [`Alarms::idle`]), so an
+//! idle worker is not woken ten times a second for nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use may::io::WaitIoWaker;
+use may::sync::Semphore;
 use slab::Slab;
 
 use crate::clock::Moment;
@@ -62,19 +67,34 @@ impl Alarm {
 }
 
 /// The alarms of one worker's open connections.
-#[derive(Default)]
 pub struct Alarms {
-    set: Mutex<Slab<Arc<Alarm>>>,
+    set: Mutex<Registry>,
+    /// Posted once when the first connection registers while the sweep
+    /// waits in [`Alarms::idle`].
+    first_registered: Semphore,
+}
+
+#[derive(Default)]
+struct Registry {
+    alarms: Slab<Arc<Alarm>>,
+    /// The sweep waits for [`Alarms::first_registered`] (or is about to).
+    sweep_waits: bool,
+}
+
+impl Default for Alarms {
+    fn default() -> Self {
+        Alarms { set: Mutex::default(), first_registered: Semphore::new(0) }
+    }
 }
 
 impl std::fmt::Debug for Alarms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Alarms").field("registered", &self.lock().len()).finish()
+        f.debug_struct("Alarms").field("registered", &self.lock().alarms.len()).finish()
     }
 }
 
 impl Alarms {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slab<Arc<Alarm>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         self.set.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -82,15 +102,39 @@ impl Alarms {
     /// handle is dropped.
     pub fn register(self: &Arc<Self>, waker: WaitIoWaker) -> AlarmHandle {
         let alarm = Arc::new(Alarm { due: AtomicU64::new(UNSET), waker });
-        let key = self.lock().insert(alarm.clone());
+        let (key, wake_sweep) = {
+            let mut registry = self.lock();
+            (registry.alarms.insert(alarm.clone()), std::mem::take(&mut registry.sweep_waits))
+        };
+        if wake_sweep {
+            self.first_registered.post();
+        }
         AlarmHandle { alarms: self.clone(), key, alarm }
+    }
+
+    /// Returns once at least one alarm is registered: at once if one is,
+    /// otherwise when the next connection registers. Called by the sweep
+    /// coroutine between ticks; it parks the coroutine, not the thread.
+    ///
+    /// Exactly one post answers each wait: the flag is set and taken under
+    /// the lock, and a post that lands before the wait starts is kept by
+    /// the semaphore, so the wait then returns at once.
+    pub fn idle(&self) {
+        {
+            let mut registry = self.lock();
+            if !registry.alarms.is_empty() {
+                return;
+            }
+            registry.sweep_waits = true;
+        }
+        self.first_registered.wait();
     }
 
     /// Wakes every connection whose alarm is due. Runs every [`TICK`] on
     /// the worker's scheduler.
     pub fn sweep(&self) {
         let now = Moment::now().millis();
-        for (_, alarm) in self.lock().iter() {
+        for (_, alarm) in self.lock().alarms.iter() {
             alarm.ring_if_due(now);
         }
     }
@@ -112,6 +156,6 @@ impl std::ops::Deref for AlarmHandle {
 
 impl Drop for AlarmHandle {
     fn drop(&mut self) {
-        self.alarms.lock().remove(self.key);
+        self.alarms.lock().alarms.remove(self.key);
     }
 }

@@ -409,6 +409,8 @@ fn spawn_alarm_sweep(state: &Arc<ServerState>) {
     let alarms = state.alarms.clone();
     let sweep = move || {
         loop {
+            // With no connection open there is nothing to time out.
+            alarms.idle();
             coroutine::sleep(alarm::TICK);
             // Back on the scheduler thread (a sleep ends on may's timer
             // thread), where the connections run.

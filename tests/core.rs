@@ -327,10 +327,12 @@ fn context_switches(pid: i32) -> u64 {
 #[test]
 fn an_idle_worker_sleeps_instead_of_polling() {
     // may's event loop polls every 10 ms unless told otherwise: some 110
-    // wake-ups a second per idle worker, 145 with everything else. What
-    // remains are our own timers (the timeout sweep 10 times a second, the
-    // liveness tick 4 times, each waking may's timer thread and then the
-    // loop), the heartbeat and the parking lot's watch: about 50.
+    // wake-ups a second per idle worker, 145 with everything else. With no
+    // connection open, the timeout sweep waits for the next one instead of
+    // ticking 10 times a second (30 wake-ups: may's timer thread twice, the
+    // loop once). What remains is the liveness tick 4 times a second (the
+    // timer thread twice, the loop once), the loop's own 1 s poll, the
+    // heartbeat and the parking lot's watch: about 17.
     let server = Server::start(&["--workers", "1"]);
     assert_eq!(get(&server, "/").status, 200);
     let worker = server.worker_pids()[0];
@@ -338,5 +340,30 @@ fn an_idle_worker_sleeps_instead_of_polling() {
     let before = context_switches(worker);
     std::thread::sleep(Duration::from_secs(3));
     let per_second = (context_switches(worker) - before) as f64 / 3.0;
-    assert!(per_second < 80.0, "an idle worker woke {per_second:.0} times a second");
+    assert!(per_second < 30.0, "an idle worker woke {per_second:.0} times a second");
+}
+
+#[test]
+fn timeouts_fire_for_connections_that_come_after_an_idle_spell() {
+    // The sweep stops ticking while the worker has no connection and starts
+    // again with the next one: twice over, each connection past its head
+    // timeout gets its 408.
+    let server = Server::start(&["--workers", "1", "--head-timeout", "1s"]);
+    for round in 0..2 {
+        assert_eq!(get(&server, "/").status, 200);
+        // Several ticks with no connection open: the sweep waits.
+        std::thread::sleep(Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        let mut partial = server.connect();
+        partial.write_all(b"GET / HTTP/1.1\r\nHost:").unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut partial, &mut got);
+        let waited = started.elapsed();
+        let got = String::from_utf8_lossy(&got);
+        assert!(got.starts_with("HTTP/1.1 408 "), "round {round}: {got}");
+        assert!(
+            waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+            "round {round}: closed after {waited:?}"
+        );
+    }
 }

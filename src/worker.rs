@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use may::coroutine;
+use may::sync::Semphore;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -213,7 +214,7 @@ fn serve(
         move |fd: OwnedFd| adopt_connection(fd, &connections, &state)
     };
     spawn_alarm_sweep(&state);
-    let ticks = spawn_liveness_ticker();
+    let liveness = Liveness::start();
 
     if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
         log::error!("master went away before this worker became ready");
@@ -224,7 +225,7 @@ fn serve(
     // What the channel delivered so far: a partial line, descriptors whose
     // `conn` line has not arrived yet. Kept across the drain below.
     let (mut lines, mut passed) = (LineBuffer::default(), VecDeque::new());
-    let (why, idle_grace) = supervise(&mut channel, &mut lines, &mut passed, &signals, &state, &ticks, &adopt);
+    let (why, idle_grace) = supervise(&mut channel, &mut lines, &mut passed, &signals, &state, &liveness, &adopt);
     // Tell the master (unless it asked): it must not pass us connections
     // any more, and it starts our replacement now.
     let _ = channel.write_all(WorkerMsg::Draining.encode().as_bytes());
@@ -244,7 +245,7 @@ fn serve(
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     let close_idle_at = Instant::now() + idle_grace;
     let mut idle_closed = false;
-    let mut last_tick = 0;
+    let mut answers = 0;
     let mut last_report = Instant::now();
     while state.connections.load(Ordering::SeqCst) > 0 {
         if !idle_closed && Instant::now() >= close_idle_at {
@@ -254,7 +255,7 @@ fn serve(
         // Keep proving liveness while draining: the master's timeout applies.
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
-            let _ = report(&mut channel, &state, &ticks, &mut last_tick);
+            let _ = report(&mut channel, &state, &liveness, &mut answers);
             if let Some(log) = crate::access_log::get() {
                 log.flush();
             }
@@ -314,7 +315,7 @@ fn spawn_accept_loop(
 /// connections it starts, whether or not it parked in between: may's accept
 /// parks only when the queue is empty, so under a flood of new connections
 /// an accept loop that never paused would starve the open connections, the
-/// alarm sweep and the liveness ticker (the master would then replace a
+/// alarm sweep and the liveness probe (the master would then replace a
 /// worker that is merely busy). The pause costs a trip through may's timer
 /// thread per 64 connections.
 const ACCEPT_BURST: u32 = 64;
@@ -424,28 +425,56 @@ fn spawn_alarm_sweep(state: &Arc<ServerState>) {
     }
 }
 
-/// A coroutine that counts up every heartbeat interval. The master hears a
-/// heartbeat only while the count moves, so a handler that blocks the
-/// scheduler thread stops the heartbeats even though this process's main
-/// thread is fine.
-fn spawn_liveness_ticker() -> Arc<AtomicU64> {
-    let ticks = Arc::new(AtomicU64::new(0));
-    let t = ticks.clone();
-    let ticker = move || {
-        loop {
-            coroutine::sleep(control::HEARTBEAT_INTERVAL / 2);
-            // may resumes a coroutine whose sleep expired on its timer
-            // thread; yielding moves it back to the scheduler thread's
-            // queue, so the tick below proves that thread is running.
-            coroutine::yield_now();
-            t.fetch_add(1, Ordering::Relaxed);
+/// Proof that the scheduler thread still runs coroutines. With each
+/// heartbeat the main thread posts a probe; a coroutine answers it by
+/// counting up, and the master hears the next heartbeat only if the count
+/// moved. A handler that blocks the scheduler thread so stops the
+/// heartbeats, although this process's main thread is fine.
+///
+/// Why a probe and not a coroutine that ticks on its own: a coroutine's
+/// sleep ends on may's timer thread, so a ticker woke two threads four
+/// times a second even in a worker with nothing to do. A probe costs one
+/// wake-up of the scheduler thread per heartbeat.
+struct Liveness {
+    probe: Semphore,
+    answers: AtomicU64,
+}
+
+impl Liveness {
+    /// Starts the answering coroutine, with the first probe already posted
+    /// so that the first heartbeat goes out.
+    fn start() -> Arc<Liveness> {
+        let liveness = Arc::new(Liveness { probe: Semphore::new(1), answers: AtomicU64::new(0) });
+        let answerer = {
+            let liveness = liveness.clone();
+            move || {
+                loop {
+                    // Posted from the main thread, the wait ends with the
+                    // coroutine queued to the scheduler thread: the count
+                    // below moves only when that thread runs.
+                    liveness.probe.wait();
+                    liveness.answers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        };
+        if let Err(e) = spawn(answerer) {
+            log::error!("cannot start the liveness probe: {e}");
+            std::process::exit(control::EXIT_BOOT_ERROR);
         }
-    };
-    if let Err(e) = spawn(ticker) {
-        log::error!("cannot start the liveness ticker: {e}");
-        std::process::exit(control::EXIT_BOOT_ERROR);
+        liveness
     }
-    ticks
+
+    /// Whether the last probe was answered since `seen` answers; if so,
+    /// posts the next one. A probe left unanswered stays the only one out.
+    fn answered(&self, seen: &mut u64) -> bool {
+        let now = self.answers.load(Ordering::Relaxed);
+        if now == *seen {
+            return false;
+        }
+        *seen = now;
+        self.probe.post();
+        true
+    }
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(f: F) -> io::Result<coroutine::JoinHandle<()>> {
@@ -479,11 +508,11 @@ fn supervise(
     passed: &mut VecDeque<OwnedFd>,
     signals: &SignalFd,
     state: &ServerState,
-    ticks: &AtomicU64,
+    liveness: &Liveness,
     adopt: &dyn Fn(OwnedFd),
 ) -> (&'static str, Duration) {
     let _ = channel.set_nonblocking(true);
-    let mut last_tick = 0;
+    let mut answers = 0;
     let mut trimmed_at = 0;
     let mut last_report = Instant::now();
     loop {
@@ -514,7 +543,7 @@ fn supervise(
             if let Some(lot) = state.parking.get() {
                 lot.give_back_memory(&mut trimmed_at);
             }
-            if report(channel, state, ticks, &mut last_tick).is_err() {
+            if report(channel, state, liveness, &mut answers).is_err() {
                 return ("master closed the channel", Duration::ZERO);
             }
         }
@@ -575,12 +604,10 @@ fn reopen_logs() {
 }
 
 /// Sends a heartbeat if the scheduler made progress since the last one.
-fn report(channel: &mut UnixStream, state: &ServerState, ticks: &AtomicU64, last_tick: &mut u64) -> io::Result<()> {
-    let now = ticks.load(Ordering::Relaxed);
-    if now == *last_tick {
+fn report(channel: &mut UnixStream, state: &ServerState, liveness: &Liveness, answers: &mut u64) -> io::Result<()> {
+    if !liveness.answered(answers) {
         return Ok(());
     }
-    *last_tick = now;
     let msg = WorkerMsg::Heartbeat {
         connections: state.connections.load(Ordering::Relaxed) as u64,
         requests: state.requests.load(Ordering::Relaxed),

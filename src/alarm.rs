@@ -68,7 +68,7 @@ impl Alarm {
 
 /// The alarms of one worker's open connections.
 pub struct Alarms {
-    set: Mutex<Registry>,
+    registry: Mutex<Registry>,
     /// Posted once when the first connection registers while the sweep
     /// waits in [`Alarms::idle`].
     first_registered: Semphore,
@@ -83,7 +83,7 @@ struct Registry {
 
 impl Default for Alarms {
     fn default() -> Self {
-        Alarms { set: Mutex::default(), first_registered: Semphore::new(0) }
+        Alarms { registry: Mutex::default(), first_registered: Semphore::new(0) }
     }
 }
 
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Alarms {
 
 impl Alarms {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
-        self.set.lock().unwrap_or_else(|p| p.into_inner())
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A new alarm that wakes through `waker`, swept until the returned
@@ -114,12 +114,14 @@ impl Alarms {
 
     /// Returns once at least one alarm is registered: at once if one is,
     /// otherwise when the next connection registers. Called by the sweep
-    /// coroutine between ticks; it parks the coroutine, not the thread.
+    /// coroutine between ticks, and by nothing else: a second caller would
+    /// share the one post and might wait for ever. It parks the coroutine,
+    /// not the thread.
     ///
     /// Exactly one post answers each wait: the flag is set and taken under
     /// the lock, and a post that lands before the wait starts is kept by
     /// the semaphore, so the wait then returns at once.
-    pub fn idle(&self) {
+    pub(crate) fn idle(&self) {
         {
             let mut registry = self.lock();
             if !registry.alarms.is_empty() {
@@ -131,7 +133,7 @@ impl Alarms {
     }
 
     /// Wakes every connection whose alarm is due. Runs every [`TICK`] on
-    /// the worker's scheduler.
+    /// the worker's scheduler while any alarm is registered.
     pub fn sweep(&self) {
         let now = Moment::now().millis();
         for (_, alarm) in self.lock().alarms.iter() {

@@ -52,7 +52,8 @@ pub const MAY_THREADS: usize = 1;
 /// (may's default: 10 ms, so an idle worker woke 100 times a second). Work
 /// never waits for this poll: a socket's readiness ends the `epoll_wait`,
 /// a coroutine scheduled from another thread (the timer thread, the
-/// parking lot, the channel) writes may's wake-up eventfd, and a new I/O
+/// parking lot, the channel, the heartbeat's liveness probe) writes may's
+/// wake-up eventfd, and a new I/O
 /// timeout that falls before the current wait's end does the same. The
 /// poll only frees the records of closed sockets that may defers to the
 /// next loop turn, and for that a second is soon enough.
@@ -214,7 +215,7 @@ fn serve(
         move |fd: OwnedFd| adopt_connection(fd, &connections, &state)
     };
     spawn_alarm_sweep(&state);
-    let liveness = Liveness::start();
+    let mut liveness = Liveness::start();
 
     if channel.write_all(WorkerMsg::Ready.encode().as_bytes()).is_err() {
         log::error!("master went away before this worker became ready");
@@ -225,7 +226,7 @@ fn serve(
     // What the channel delivered so far: a partial line, descriptors whose
     // `conn` line has not arrived yet. Kept across the drain below.
     let (mut lines, mut passed) = (LineBuffer::default(), VecDeque::new());
-    let (why, idle_grace) = supervise(&mut channel, &mut lines, &mut passed, &signals, &state, &liveness, &adopt);
+    let (why, idle_grace) = supervise(&mut channel, &mut lines, &mut passed, &signals, &state, &mut liveness, &adopt);
     // Tell the master (unless it asked): it must not pass us connections
     // any more, and it starts our replacement now.
     let _ = channel.write_all(WorkerMsg::Draining.encode().as_bytes());
@@ -245,7 +246,6 @@ fn serve(
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
     let close_idle_at = Instant::now() + idle_grace;
     let mut idle_closed = false;
-    let mut answers = 0;
     let mut last_report = Instant::now();
     while state.connections.load(Ordering::SeqCst) > 0 {
         if !idle_closed && Instant::now() >= close_idle_at {
@@ -255,7 +255,7 @@ fn serve(
         // Keep proving liveness while draining: the master's timeout applies.
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
-            let _ = report(&mut channel, &state, &liveness, &mut answers);
+            let _ = report(&mut channel, &state, &mut liveness);
             if let Some(log) = crate::access_log::get() {
                 log.flush();
             }
@@ -428,32 +428,44 @@ fn spawn_alarm_sweep(state: &Arc<ServerState>) {
 /// Proof that the scheduler thread still runs coroutines. With each
 /// heartbeat the main thread posts a probe; a coroutine answers it by
 /// counting up, and the master hears the next heartbeat only if the count
-/// moved. A handler that blocks the scheduler thread so stops the
+/// moved. A handler that blocks the scheduler thread thereby stops the
 /// heartbeats, although this process's main thread is fine.
 ///
 /// Why a probe and not a coroutine that ticks on its own: a coroutine's
 /// sleep ends on may's timer thread, so a ticker woke two threads four
 /// times a second even in a worker with nothing to do. A probe costs one
 /// wake-up of the scheduler thread per heartbeat.
+///
+/// The main thread's side: owned by it alone, kept from `supervise` through
+/// the drain so that the count seen carries over.
 struct Liveness {
-    probe: Semphore,
+    probe: Arc<Probe>,
+    /// Answers counted when the last probe was posted.
+    seen: u64,
+}
+
+/// What the main thread and the answering coroutine share.
+struct Probe {
+    posted: Semphore,
     answers: AtomicU64,
 }
 
 impl Liveness {
     /// Starts the answering coroutine, with the first probe already posted
     /// so that the first heartbeat goes out.
-    fn start() -> Arc<Liveness> {
-        let liveness = Arc::new(Liveness { probe: Semphore::new(1), answers: AtomicU64::new(0) });
+    fn start() -> Liveness {
+        let probe = Arc::new(Probe { posted: Semphore::new(1), answers: AtomicU64::new(0) });
         let answerer = {
-            let liveness = liveness.clone();
+            let probe = probe.clone();
             move || {
                 loop {
-                    // Posted from the main thread, the wait ends with the
-                    // coroutine queued to the scheduler thread: the count
-                    // below moves only when that thread runs.
-                    liveness.probe.wait();
-                    liveness.answers.fetch_add(1, Ordering::Relaxed);
+                    // Posted from the main thread, which is no scheduler
+                    // thread, the wait ends with this coroutine on may's
+                    // global queue, which only the scheduler thread
+                    // (MAY_THREADS is one) takes from: the count below moves
+                    // only when that thread runs.
+                    probe.posted.wait();
+                    probe.answers.fetch_add(1, Ordering::Relaxed);
                 }
             }
         };
@@ -461,18 +473,18 @@ impl Liveness {
             log::error!("cannot start the liveness probe: {e}");
             std::process::exit(control::EXIT_BOOT_ERROR);
         }
-        liveness
+        Liveness { probe, seen: 0 }
     }
 
-    /// Whether the last probe was answered since `seen` answers; if so,
-    /// posts the next one. A probe left unanswered stays the only one out.
-    fn answered(&self, seen: &mut u64) -> bool {
-        let now = self.answers.load(Ordering::Relaxed);
-        if now == *seen {
+    /// Whether the last probe was answered; if so, posts the next one. A
+    /// probe left unanswered stays the only one out.
+    fn answered(&mut self) -> bool {
+        let now = self.probe.answers.load(Ordering::Relaxed);
+        if now == self.seen {
             return false;
         }
-        *seen = now;
-        self.probe.post();
+        self.seen = now;
+        self.probe.posted.post();
         true
     }
 }
@@ -508,11 +520,10 @@ fn supervise(
     passed: &mut VecDeque<OwnedFd>,
     signals: &SignalFd,
     state: &ServerState,
-    liveness: &Liveness,
+    liveness: &mut Liveness,
     adopt: &dyn Fn(OwnedFd),
 ) -> (&'static str, Duration) {
     let _ = channel.set_nonblocking(true);
-    let mut answers = 0;
     let mut trimmed_at = 0;
     let mut last_report = Instant::now();
     loop {
@@ -543,7 +554,7 @@ fn supervise(
             if let Some(lot) = state.parking.get() {
                 lot.give_back_memory(&mut trimmed_at);
             }
-            if report(channel, state, liveness, &mut answers).is_err() {
+            if report(channel, state, liveness).is_err() {
                 return ("master closed the channel", Duration::ZERO);
             }
         }
@@ -604,8 +615,8 @@ fn reopen_logs() {
 }
 
 /// Sends a heartbeat if the scheduler made progress since the last one.
-fn report(channel: &mut UnixStream, state: &ServerState, liveness: &Liveness, answers: &mut u64) -> io::Result<()> {
-    if !liveness.answered(answers) {
+fn report(channel: &mut UnixStream, state: &ServerState, liveness: &mut Liveness) -> io::Result<()> {
+    if !liveness.answered() {
         return Ok(());
     }
     let msg = WorkerMsg::Heartbeat {

@@ -332,8 +332,9 @@ fn an_idle_worker_sleeps_instead_of_polling() {
     // ticking 10 times a second (30 wake-ups: may's timer thread twice, the
     // loop once), and the liveness proof answers the heartbeat's probe
     // instead of sleeping on may's timer thread 4 times a second (12 more).
-    // What remains is the heartbeat and its probe (2 each), the loop's own
-    // poll and the parking lot's watch: about 5.
+    // What remains is the heartbeat and its probe (2 each; the probe also
+    // keeps the loop's 1 s poll from running out) and the parking lot's
+    // watch: about 5.
     let server = Server::start(&["--workers", "1"]);
     assert_eq!(get(&server, "/").status, 200);
     let worker = server.worker_pids()[0];

@@ -53,10 +53,10 @@ pub const MAY_THREADS: usize = 1;
 /// never waits for this poll: a socket's readiness ends the `epoll_wait`,
 /// a coroutine scheduled from another thread (the timer thread, the
 /// parking lot, the channel, the heartbeat's liveness probe) writes may's
-/// wake-up eventfd, and a new I/O
-/// timeout that falls before the current wait's end does the same. The
-/// poll only frees the records of closed sockets that may defers to the
-/// next loop turn, and for that a second is soon enough.
+/// wake-up eventfd, and a new I/O timeout that falls before the current
+/// wait's end does the same. The poll only frees the records of closed
+/// sockets that may defers to the next loop turn, and for that a second is
+/// soon enough.
 pub const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Finished coroutines may keeps for reuse (may's default: 1000, created

@@ -35,8 +35,9 @@ fn run(first: usize) -> Value {
     let i = |k: usize| (7 * first + k + 1) as f64;
     // S1 on one core: ours 1.01× ... 1.14× may_minihttp over the two runs;
     // the p99 alternates 0.9 and 1.1 of theirs (run 0 starts low, run 1 high).
-    let ours_1c: Vec<_> =
-        (0..7).map(|k| (1000.0 * (1.0 + i(k) / 100.0), if (k + first) % 2 == 0 { 0.9 } else { 1.1 }, None)).collect();
+    let ours_1c: Vec<_> = (0..7)
+        .map(|k| (1000.0 * (1.0 + i(k) / 100.0), if (k + first).is_multiple_of(2) { 0.9 } else { 1.1 }, None))
+        .collect();
     // S1 on two cores: 0.9× in every round, each worker at 1.05 of its share.
     let ours_2c: Vec<_> = (0..7).map(|_| (900.0, 1.0, Some(1.05))).collect();
     let theirs: Vec<_> = (0..7).map(|_| (1000.0, 1.0, None)).collect();

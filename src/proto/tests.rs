@@ -69,6 +69,27 @@ fn well_formed_requests() {
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade, Close\r\n\r\n",
             vec![head("GET", "/", 1, false), END],
         ),
+        // The two values compared whole (`eq_lower`), in any case, and
+        // values one bit away from them: each byte of `keep-alive` and
+        // `close` OR 0x20 is itself, so a byte that differs from the
+        // pattern only in bit 0x20 is an uppercase letter or, for `-`, a
+        // CR; `=` is `-` with another bit changed.
+        ("connection close in capitals", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: CLOSE\r\n\r\n", vec![head("GET", "/", 1, false), END]),
+        ("http/1.0 keep-alive in capitals", b"GET / HTTP/1.0\r\nConnection: KEEP-ALIVE\r\n\r\n", vec![head("GET", "/", 0, true), END]),
+        ("http/1.0 keep=alive is not keep-alive", b"GET / HTTP/1.0\r\nConnection: keep=alive\r\n\r\n", vec![head("GET", "/", 0, false), END]),
+        ("http/1.0 keep-alive with a prefix", b"GET / HTTP/1.0\r\nConnection: xkeep-alive\r\n\r\n", vec![head("GET", "/", 0, false), END]),
+        ("closed is not close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: closed\r\n\r\n", vec![get("/"), END]),
+        ("clos^ is not close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: clos^\r\n\r\n", vec![get("/"), END]),
+        (
+            "http/1.0 keep-alive among tokens",
+            b"GET / HTTP/1.0\r\nConnection: foo, Keep-Alive\r\n\r\n",
+            vec![head("GET", "/", 0, true), END],
+        ),
+        (
+            "names one letter off the framing fields, in capitals",
+            b"GET / HTTP/1.1\r\nHost: a\r\nCONNECTIOM: close\r\nCONTENT_LENGTH: 5\r\nTRANSFER-ENCODINF: chunked\r\nEXPECU: x\r\n\r\n",
+            vec![get("/"), END],
+        ),
         (
             "content-length body",
             b"POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
@@ -258,6 +279,13 @@ fn malformed_heads_are_rejected() {
         ("space before colon", b"GET / HTTP/1.1\r\nHost : a\r\n\r\n", vec![bad("invalid header name")]),
         ("NUL in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", vec![bad("invalid header value")]),
         ("CR in value", b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", vec![bad("invalid header value")]),
+        // `eq_lower` would take a CR for the `-` of `keep-alive`: the
+        // parser must refuse it before.
+        (
+            "CR inside keep-alive",
+            b"GET / HTTP/1.0\r\nConnection: keep\ralive\r\n\r\n",
+            vec![bad("invalid header value")],
+        ),
         ("empty header name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", vec![bad("invalid header name")]),
         ("no colon", b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", vec![bad("invalid header name")]),
         ("bad method token", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request line")]),

@@ -238,10 +238,14 @@ impl<'io, E> Write<'io, E> {
 /// Wires `decoder` and `encoder` around `app`: the result runs the app on a
 /// connection's [`Io`], reading items through the decoder and writing items
 /// through the encoder.
-pub fn chain<D, E, A, R>(decoder: D, app: A, encoder: E) -> impl FnOnce(&RefCell<Io>) -> R
+///
+/// `'io` is one lifetime, not one per call: a decoder or encoder may
+/// borrow from the caller's frame for as long as the connection's `Io`
+/// is lent (the server's share one `Exchange` on the stack that way).
+pub fn chain<'io, D, E, A, R>(decoder: D, app: A, encoder: E) -> impl FnOnce(&'io RefCell<Io>) -> R
 where
     D: Decoder,
-    A: FnOnce(&Read<'_, D>, &Write<'_, E>) -> R,
+    A: FnOnce(&Read<'io, D>, &Write<'io, E>) -> R,
 {
     move |io| {
         let read = Read::new(io, decoder);

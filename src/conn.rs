@@ -12,7 +12,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -35,9 +34,9 @@ use crate::proto::proxy::{self, Proxied, ProxyError};
 use crate::proto::{self, date};
 
 /// The read side a handler gets: `for req in read { … }`.
-pub type Requests<'io> = Read<'io, RequestDecoder>;
+pub type Requests<'io> = Read<'io, RequestDecoder<'io>>;
 /// The write side a handler gets: `write.head(…)`, `write.body(…)`.
-pub type Responses<'io> = Write<'io, ResponseEncoder>;
+pub type Responses<'io> = Write<'io, ResponseEncoder<'io>>;
 
 /// A request handler: a plain function of the read and write sides. It is
 /// called once per burst of requests: when a connection sits idle past
@@ -359,12 +358,12 @@ enum Reading {
 
 /// Decodes requests for `for req in read`; bodies are read through
 /// [`Requests::body`].
-pub struct RequestDecoder {
-    ex: Rc<Exchange>,
+pub struct RequestDecoder<'a> {
+    ex: &'a Exchange,
     reading: Reading,
 }
 
-impl RequestDecoder {
+impl RequestDecoder<'_> {
     /// Discards what the handler left of the previous body so the next
     /// request can be parsed. `Ok(false)`: the connection must close instead.
     fn drain_body(&mut self, input: &mut ReadBuf) -> Result<Option<bool>, proto::Error> {
@@ -429,7 +428,7 @@ impl RequestDecoder {
     }
 }
 
-impl Decoder for RequestDecoder {
+impl Decoder for RequestDecoder<'_> {
     type Item = Request;
     type Error = proto::Error;
 
@@ -534,8 +533,8 @@ impl Decoder for RequestDecoder {
 
 /// Encodes response heads ([`Response`]) and body bytes (`&[u8]`), and
 /// [`End`] of the body.
-pub struct ResponseEncoder {
-    ex: Rc<Exchange>,
+pub struct ResponseEncoder<'a> {
+    ex: &'a Exchange,
 }
 
 thread_local! {
@@ -565,7 +564,7 @@ fn misuse(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
 }
 
-impl ResponseEncoder {
+impl ResponseEncoder<'_> {
     /// Framing before `len` body bytes. `Ok(false)`: drop the bytes (HEAD,
     /// 204, 304 responses carry no body).
     fn body_prefix(&mut self, len: usize, output: &mut Vec<u8>) -> io::Result<bool> {
@@ -604,7 +603,7 @@ impl ResponseEncoder {
     }
 }
 
-impl Encoder<Response<'_>> for ResponseEncoder {
+impl Encoder<Response<'_>> for ResponseEncoder<'_> {
     type Error = io::Error;
 
     fn encode(&mut self, resp: Response<'_>, output: &mut Vec<u8>) -> io::Result<()> {
@@ -612,7 +611,7 @@ impl Encoder<Response<'_>> for ResponseEncoder {
     }
 }
 
-impl ResponseEncoder {
+impl ResponseEncoder<'_> {
     /// The response head, from a borrowed [`Response`]: the struct is over
     /// a hundred bytes, and each move of it by value was a copy whose
     /// loads stalled on the narrower stores that had just built it (two
@@ -644,7 +643,7 @@ impl ResponseEncoder {
     }
 }
 
-impl Encoder<&[u8]> for ResponseEncoder {
+impl Encoder<&[u8]> for ResponseEncoder<'_> {
     type Error = io::Error;
 
     fn encode(&mut self, data: &[u8], output: &mut Vec<u8>) -> io::Result<()> {
@@ -656,7 +655,7 @@ impl Encoder<&[u8]> for ResponseEncoder {
     }
 }
 
-impl Encoder<End> for ResponseEncoder {
+impl Encoder<End> for ResponseEncoder<'_> {
     type Error = io::Error;
 
     fn encode(&mut self, _: End, output: &mut Vec<u8>) -> io::Result<()> {
@@ -681,7 +680,7 @@ impl Encoder<End> for ResponseEncoder {
 }
 
 /// The HTTP methods of the read side.
-impl<'io> Read<'io, RequestDecoder> {
+impl<'io> Read<'io, RequestDecoder<'io>> {
     /// The current request's body as a stream of chunks (also readable with
     /// `std::io::Read`). Reading it first sends `100 Continue` when the
     /// client asked for it. Body data is never buffered whole.
@@ -780,7 +779,7 @@ impl io::Read for Body<'_, '_> {
 }
 
 /// The HTTP methods of the write side.
-impl Write<'_, ResponseEncoder> {
+impl Write<'_, ResponseEncoder<'_>> {
     /// Writes the response head. Without a Content-Length the body is sent
     /// chunked (HTTP/1.1) or until close (HTTP/1.0).
     pub fn head(&self, resp: Response<'_>) -> io::Result<()> {
@@ -888,9 +887,12 @@ fn run(
     let mut io = RefCell::new(io);
     // Declared after `io` and never moved out of this frame, so a panic in
     // this function drops the registration before the socket.
-    let ex = Rc::new(Exchange::new(limits.clone(), registration, conn));
-    let decoder = RequestDecoder { ex: ex.clone(), reading };
-    let encoder = ResponseEncoder { ex: ex.clone() };
+    // On the stack, lent to the decoder and the encoder: an `Rc` was an
+    // allocation and a free per connection (about 200 instructions,
+    // callgrind).
+    let ex = Exchange::new(limits.clone(), registration, conn);
+    let decoder = RequestDecoder { ex: &ex, reading };
+    let encoder = ResponseEncoder { ex: &ex };
     let run = chain(
         decoder,
         |read: &Requests<'_>, write: &Responses<'_>| {

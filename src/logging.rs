@@ -7,6 +7,8 @@
 
 use std::io::Write as _;
 
+use log::Log as _;
+
 /// The environment variable that carries `--log-level` to workers.
 pub const LEVEL_ENV: &str = "HTTP_CLUSTER_LOG_LEVEL";
 
@@ -24,12 +26,68 @@ pub fn init(role: &str, level: Option<&str>) {
         .or_else(|| std::env::var("RUST_LOG").ok())
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "info".to_string());
-    let _ = env_logger::Builder::new()
+    let inner = env_logger::Builder::new()
         .parse_filters(&filter(&spec))
         .format(move |buf, record| {
             writeln!(buf, "{} {:<5} {who} [{pid}] {}", buf.timestamp_millis(), record.level(), record.args())
         })
-        .try_init();
+        .build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Logger::new(inner, &spec))).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+/// env_logger, with may's records that it would drop dropped first.
+///
+/// may logs at info level when it registers a socket with epoll and when
+/// it removes one, so every connection sends two records past `log`'s
+/// global level check whenever our own info lines are on; env_logger's
+/// directive scan then dropped each in about 65 instructions, 130 of a
+/// `Connection: close` request's 6,000 (callgrind).
+struct Logger {
+    inner: env_logger::Logger,
+    /// The most verbose level enabled for may, when one directive decides
+    /// it for all of may's modules.
+    may_max: Option<log::LevelFilter>,
+}
+
+impl Logger {
+    fn new(inner: env_logger::Logger, spec: &str) -> Logger {
+        // A directive for one of may's modules would make the level differ
+        // between them: no shortcut then.
+        let may_max = (!spec.contains("may::")).then(|| {
+            let enabled = |level| inner.enabled(&log::Metadata::builder().target("may").level(level).build());
+            log::Level::iter()
+                .filter(|&l| enabled(l))
+                .map(|l| l.to_level_filter())
+                .max()
+                .unwrap_or(log::LevelFilter::Off)
+        });
+        Logger { inner, may_max }
+    }
+
+    /// Whether `record` is may's and too verbose for its level.
+    fn drops_early(&self, metadata: &log::Metadata<'_>) -> bool {
+        let target = metadata.target();
+        self.may_max.is_some_and(|max| metadata.level() > max) && (target == "may" || target.starts_with("may::"))
+    }
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        !self.drops_early(metadata) && self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.drops_early(record.metadata()) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// may logs every coroutine detail at debug level; a plain level applies
@@ -40,6 +98,39 @@ fn filter(spec: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use log::Log as _;
+
+    /// The shortcut drops only what env_logger drops, and does drop may's
+    /// per-connection info lines at the default level.
+    #[test]
+    fn may_records_are_dropped_early_only_where_env_logger_drops_them() {
+        let specs = ["info", "debug", "warn,may=trace", "info,may::io=debug", "off", "trace", "may=info"];
+        let targets = ["may", "may::io::sys::select", "mayfly", "http_cluster::conn", "maybe::may"];
+        for spec in specs {
+            let filter = super::filter(spec);
+            let inner = env_logger::Builder::new().parse_filters(&filter).build();
+            let logger = super::Logger::new(env_logger::Builder::new().parse_filters(&filter).build(), spec);
+            for target in targets {
+                for level in log::Level::iter() {
+                    let metadata = log::Metadata::builder().target(target).level(level).build();
+                    assert!(
+                        !(logger.drops_early(&metadata) && inner.enabled(&metadata)),
+                        "{spec}: {target} at {level} dropped early, env_logger would log it"
+                    );
+                    assert_eq!(
+                        log::Log::enabled(&logger, &metadata),
+                        inner.enabled(&metadata),
+                        "{spec}: {target} {level}"
+                    );
+                }
+            }
+        }
+        let logger =
+            super::Logger::new(env_logger::Builder::new().parse_filters(&super::filter("info")).build(), "info");
+        let select = log::Metadata::builder().target("may::io::sys::select").level(log::Level::Info).build();
+        assert!(logger.drops_early(&select));
+    }
+
     #[test]
     fn may_stays_quiet_unless_named() {
         assert_eq!(super::filter("debug"), "debug,may=warn");

@@ -55,8 +55,9 @@ struct Logger {
 impl Logger {
     fn new(inner: env_logger::Logger, spec: &str) -> Logger {
         // A directive for one of may's modules would make the level differ
-        // between them: no shortcut then.
-        let may_max = (!spec.contains("may::")).then(|| {
+        // between them: no shortcut then. (env_logger matches directive
+        // names as prefixes of the target, so `may:` already names them.)
+        let may_max = (!spec.contains("may:")).then(|| {
             let enabled = |level| inner.enabled(&log::Metadata::builder().target("may").level(level).build());
             log::Level::iter()
                 .filter(|&l| enabled(l))
@@ -91,9 +92,25 @@ impl log::Log for Logger {
 }
 
 /// may logs every coroutine detail at debug level; a plain level applies
-/// to our code and keeps may at warn unless the filter names it.
+/// to our code and keeps may at warn unless the filter names it. Only a
+/// default level more verbose than warn is capped for may: with `error`,
+/// `off` or no default level, `may=warn` would make may the louder one.
+/// The directive goes before a `/regex` part, which runs to the end.
 fn filter(spec: &str) -> String {
-    if spec.contains("may") { spec.to_string() } else { format!("{spec},may=warn") }
+    let (directives, regex) = match spec.split_once('/') {
+        Some((directives, regex)) => (directives, Some(regex)),
+        None => (spec, None),
+    };
+    let verbose_default = directives
+        .split(',')
+        .any(|d| matches!(d.trim().parse::<log::LevelFilter>(), Ok(l) if l > log::LevelFilter::Warn));
+    if directives.contains("may") || !verbose_default {
+        return spec.to_string();
+    }
+    match regex {
+        Some(regex) => format!("{directives},may=warn/{regex}"),
+        None => format!("{directives},may=warn"),
+    }
 }
 
 #[cfg(test)]
@@ -104,7 +121,17 @@ mod tests {
     /// per-connection info lines at the default level.
     #[test]
     fn may_records_are_dropped_early_only_where_env_logger_drops_them() {
-        let specs = ["info", "debug", "warn,may=trace", "info,may::io=debug", "off", "trace", "may=info"];
+        let specs = [
+            "info",
+            "debug",
+            "warn,may=trace",
+            "info,may::io=debug",
+            "info,may:=debug",
+            "off",
+            "trace",
+            "may=info",
+            "debug/ready",
+        ];
         let targets = ["may", "may::io::sys::select", "mayfly", "http_cluster::conn", "maybe::may"];
         for spec in specs {
             let filter = super::filter(spec);
@@ -135,5 +162,13 @@ mod tests {
     fn may_stays_quiet_unless_named() {
         assert_eq!(super::filter("debug"), "debug,may=warn");
         assert_eq!(super::filter("debug,may=trace"), "debug,may=trace");
+        assert_eq!(super::filter("info,http_cluster::conn=debug"), "info,http_cluster::conn=debug,may=warn");
+        // The regex part runs to the end of the spec: the cap goes before it.
+        assert_eq!(super::filter("info/ready"), "info,may=warn/ready");
+        // Quieter than warn, or no default level: capping may at warn
+        // would make it louder than the rest.
+        assert_eq!(super::filter("off"), "off");
+        assert_eq!(super::filter("error"), "error");
+        assert_eq!(super::filter("http_cluster=debug"), "http_cluster=debug");
     }
 }

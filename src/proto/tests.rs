@@ -286,6 +286,12 @@ fn malformed_heads_are_rejected() {
             b"GET / HTTP/1.0\r\nConnection: keep\ralive\r\n\r\n",
             vec![bad("invalid header value")],
         ),
+        // Likewise 0x11, which it would take for the `1` of `100-continue`.
+        (
+            "control byte inside 100-continue",
+            b"GET / HTTP/1.1\r\nHost: a\r\nExpect: \x1100-continue\r\n\r\n",
+            vec![bad("invalid header value")],
+        ),
         ("empty header name", b"GET / HTTP/1.1\r\nHost: a\r\n: v\r\n\r\n", vec![bad("invalid header name")]),
         ("no colon", b"GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", vec![bad("invalid header name")]),
         ("bad method token", b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request line")]),

@@ -76,8 +76,9 @@ impl Logger {
 }
 
 impl log::Log for Logger {
+    /// env_logger's answer: the shortcut only ever drops what it drops.
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        !self.drops_early(metadata) && self.inner.enabled(metadata)
+        self.inner.enabled(metadata)
     }
 
     fn log(&self, record: &log::Record<'_>) {

@@ -22,8 +22,9 @@ pub const MAX_HEADERS_CAP: usize = 256;
 pub struct Limits {
     /// Longest request line (method, target, version) in bytes; longer is
     /// answered 414. 8 KiB, like nginx's large header buffer, fits any
-    /// real-world URL.
-    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUEST_LINE", default_value_t = 8 * 1024)]
+    /// real-world URL. At most 1 MiB, like the head that holds it.
+    #[arg(long, env = "HTTP_CLUSTER_MAX_REQUEST_LINE", default_value_t = 8 * 1024,
+          value_parser = parse_head_bytes)]
     pub max_request_line: usize,
 
     /// Largest request head (request line plus headers) in bytes; larger is
@@ -256,6 +257,20 @@ mod tests {
         assert!(parse_head_bytes("1048577").is_err());
         assert!(parse_head_bytes("0").is_err());
         assert!(parse_head_bytes("lots").is_err());
+    }
+
+    #[test]
+    fn request_line_is_bounded_like_the_head() {
+        let parse = |v: &str| {
+            LimitsFromEnv::parse_from_env_only(std::iter::once((
+                "HTTP_CLUSTER_MAX_REQUEST_LINE".to_string(),
+                v.to_string(),
+            )))
+            .map(|l| l.limits.max_request_line)
+        };
+        assert_eq!(parse("1048576").ok(), Some(1 << 20));
+        assert!(parse("1048577").is_err());
+        assert!(parse("18446744073709551615").is_err());
     }
 
     #[test]

@@ -249,7 +249,7 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Result<Option<(Request, usize)>, Er
     // past `max_head_bytes` is ever looked at (431).
     let window = &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))];
     let start = window.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(window.len());
-    let zone = &window[..window.len().min(start + limits.max_request_line + 2)];
+    let zone = &window[..window.len().min(start.saturating_add(limits.max_request_line).saturating_add(2))];
     if zone.len() < window.len() {
         match parse_slots(zone, limits, false) {
             Ok(None) => {}
@@ -410,13 +410,14 @@ fn check_request_line_len(buf: &[u8], max: usize) -> Result<(), Error> {
     // line; httparse skips them too.
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = &buf[start..];
-    let window = &line[..line.len().min(max + 2)];
+    // Saturating: `Limits` built by hand may hold any `usize`.
+    let window = &line[..line.len().min(max.saturating_add(2))];
     match window.iter().position(|&b| b == b'\n') {
         Some(lf) => {
             let len = if lf > 0 && window[lf - 1] == b'\r' { lf - 1 } else { lf };
             if len > max { Err(Error::UriTooLong) } else { Ok(()) }
         }
-        None if window.len() > max + 1 => Err(Error::UriTooLong),
+        None if window.len() > max.saturating_add(1) => Err(Error::UriTooLong),
         None => Ok(()),
     }
 }

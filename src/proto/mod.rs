@@ -32,6 +32,11 @@ fn all_in(table: &[bool; 256], bytes: &[u8]) -> bool {
     quads.remainder().iter().fold(ok, |ok, &b| ok & hit(b))
 }
 
+/// RFC 9110 §5.6.2 tchar, as a table: header names are checked on every
+/// response, and trailer field names on every chunked request body.
+static TOKEN_BYTES: [bool; 256] = byte_table!(b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'%'
+    | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~');
+
 pub mod date;
 pub mod decode;
 pub mod encode;

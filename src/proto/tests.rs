@@ -256,6 +256,15 @@ fn bad_chunked_framing_is_rejected() {
             vec![h(), data("hello"), END],
         ),
         ("bare LF in trailer", with("0\r\nT: v\n\r\n"), vec![h(), bad("invalid trailer")]),
+        // Trailer lines are field lines (RFC 9112 §7.1.2): a request line
+        // after the last chunk is refused, not skipped as a trailer.
+        ("request line as trailer", with("0\r\nGET /admin HTTP/1.1\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("trailer without colon", with("0\r\nNoColon\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("trailer with empty name", with("0\r\n: v\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("obs-fold in trailer", with("0\r\nT: v\r\n  w\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("space before trailer colon", with("0\r\nT : v\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("control byte in trailer value", with("0\r\nT: a\x01\r\n\r\n"), vec![h(), bad("invalid trailer")]),
+        ("trailers with empty and odd values", with("0\r\nA:\r\nB-c!: x y\té\r\n\r\n"), vec![h(), END]),
     ];
     let limits = Limits::default();
     for (name, wire, expected) in &cases {
@@ -333,6 +342,7 @@ fn limits_give_their_status() {
     let long_ext = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;abcdefghij\r\nx\r\n0\r\n\r\n";
     let long_trailer =
         "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nTrailer: 0123456789abcdef\r\n\r\n";
+    let endless_bws = format!("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1{}", " ".repeat(9));
     let h = || head("POST", "/", 1, true);
     let cases: Vec<(&str, &[u8], Vec<Event>)> = vec![
         ("request line > max (414)", long_target.as_bytes(), vec![Event::Error(Error::UriTooLong)]),
@@ -353,6 +363,14 @@ fn limits_give_their_status() {
             vec![h(), data("abcdef"), Event::Error(Error::PayloadTooLarge)],
         ),
         ("chunk extension > max", long_ext.as_bytes(), vec![h(), bad("chunk extension too long")]),
+        // Whitespace before `;` is framing too: without a bound, one space
+        // at a time kept a connection busy forever.
+        ("whitespace after a chunk size counts", endless_bws.as_bytes(), vec![h(), bad("chunk extension too long")]),
+        (
+            "whitespace before an extension is fine within the bound",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1 \t;ab\r\nx\r\n0\r\n\r\n",
+            vec![h(), data("x"), END],
+        ),
         (
             "extensions add up over the body",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;abcd\r\nx\r\n1;efgh\r\ny\r\n0\r\n\r\n",
@@ -363,6 +381,18 @@ fn limits_give_their_status() {
     for (name, wire, expected) in &cases {
         check(name, wire, expected, &limits);
     }
+}
+
+/// `Limits` built by hand may hold any value: the largest request line
+/// must not overflow the parser's arithmetic (it made every request a 414
+/// in release builds, a panic in debug ones).
+#[test]
+fn unbounded_request_line_limit_does_not_overflow() {
+    let limits = Limits { max_request_line: usize::MAX, ..Limits::default() };
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    check("max_request_line usize::MAX", get, &[head("GET", "/", 1, true), END], &limits);
+    let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(20_000));
+    check("long line, max usize::MAX", long.as_bytes(), &[Event::Error(Error::HeadTooLarge)], &limits);
 }
 
 /// The parser uses field values as httparse gives them: without the

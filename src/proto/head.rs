@@ -110,19 +110,27 @@ impl Request {
             return before_query(t);
         }
         let t = match t.find("://") {
-            Some(i) if !t.starts_with('/') => {
+            Some(i) => {
+                // RFC 3986 §3.2: the authority ends at the first `/`, `?`
+                // or `#`; only a `/` starts a path. (`http://a?/admin` has
+                // the path `/` and the query `/admin`.)
                 let rest = &t[i + 3..];
-                rest.find('/').map_or("/", |j| &rest[j..])
+                match rest.bytes().position(|b| b == b'/' || b == b'?' || b == b'#') {
+                    Some(j) if rest.as_bytes()[j] == b'/' => &rest[j..],
+                    _ => "/",
+                }
             }
-            _ => t,
+            None => t,
         };
         before_query(t)
     }
 
     /// The query string after `?`, if any.
     pub fn query(&self) -> Option<&str> {
+        // A `?` inside a fragment starts no query.
         let t = self.target();
-        t.split_once('?').map(|(_, q)| q.split('#').next().unwrap_or(q))
+        let t = t.split('#').next().unwrap_or(t);
+        t.split_once('?').map(|(_, q)| q)
     }
 
     /// The minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.

@@ -411,6 +411,28 @@ fn field_values_come_without_surrounding_whitespace() {
     assert!(!req.keep_alive());
 }
 
+/// RFC 3986 §3.2: an absolute-form target's authority ends at the first
+/// `/`, `?` or `#`, and only a `/` starts its path. Routing on a path taken
+/// from after a `?` would disagree with every proxy in front.
+#[test]
+fn absolute_form_path_and_query() {
+    let cases: [(&str, &str, Option<&str>); 8] = [
+        ("http://a/b/c?x", "/b/c", Some("x")),
+        ("http://a?/admin", "/", Some("/admin")),
+        ("http://a#/x", "/", None),
+        ("http://a", "/", None),
+        ("http://a:80/p#f?q", "/p", None),
+        ("http://a/p?q#f?r", "/p", Some("q")),
+        ("/p#f?q", "/p", None),
+        ("/p?q/r", "/p", Some("q/r")),
+    ];
+    for (target, path, query) in cases {
+        let wire = format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n");
+        let (req, _) = crate::proto::head::parse(wire.as_bytes(), &Limits::default()).unwrap().unwrap();
+        assert_eq!((req.path(), req.query()), (path, query), "{target}");
+    }
+}
+
 #[test]
 fn request_accessors() {
     let wire = b"GET http://h.example/a/b?x=1&y#frag HTTP/1.1\r\nHost: h.example\r\nX-Two: 1\r\nx-two: 2\r\nContent-Length: 0\r\nV: \xff\r\n\r\n";

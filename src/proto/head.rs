@@ -582,9 +582,17 @@ impl Framing {
                     if coding.is_empty() {
                         continue; // RFC 9110 §5.6.1: empty list elements are ignored
                     }
-                    // A coding may carry parameters; only its name matters.
-                    let coding_name = trim_ows(coding.split(|&b| b == b';').next().unwrap_or(coding));
+                    // A coding may carry parameters; only its name matters,
+                    // except that chunked defines none, and RFC 9112 §7.1
+                    // says to treat any as an error: a front end that
+                    // rejects `chunked;x` and one that ignores the `;x`
+                    // would frame the body differently.
+                    let mut parts = coding.splitn(2, |&b| b == b';');
+                    let coding_name = trim_ows(parts.next().unwrap_or(coding));
                     f.last_is_chunked = eq_lower(coding_name, b"chunked");
+                    if f.last_is_chunked && parts.next().is_some() {
+                        return Err(Error::BadRequest("parameters on chunked"));
+                    }
                     if f.last_is_chunked {
                         f.chunked_count += 1;
                     } else {

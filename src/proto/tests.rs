@@ -211,6 +211,22 @@ fn smuggling_shapes_are_rejected() {
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             vec![Event::Error(Error::NotImplemented("unsupported transfer coding"))],
         ),
+        // RFC 9112 §7.1: chunked defines no parameters; any is an error.
+        (
+            "TE chunked with a parameter",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;foo=bar\r\n\r\n0\r\n\r\n",
+            vec![bad("parameters on chunked")],
+        ),
+        (
+            "TE chunked with a spaced parameter",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked ; q=1\r\n\r\n0\r\n\r\n",
+            vec![bad("parameters on chunked")],
+        ),
+        (
+            "TE parameters on another coding",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip;level=1, chunked\r\n\r\n",
+            vec![Event::Error(Error::NotImplemented("unsupported transfer coding"))],
+        ),
         (
             "TE on HTTP/1.0",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",

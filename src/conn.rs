@@ -319,7 +319,8 @@ impl Exchange {
             Writing::Idle => true,
             Writing::AwaitingHead => {
                 log::warn!("handler read the next request without answering the previous one; sending 500");
-                encode::encode_plain_close(500, "handler sent no response", &date::now(), output);
+                let head = self.request.get().is_head;
+                encode::encode_plain_close(500, "handler sent no response", &date::now(), head, output);
                 false
             }
             Writing::Body(Framing::Chunked) => {
@@ -986,10 +987,14 @@ type Outcome = std::thread::Result<(io::Result<()>, Option<StreamError<proto::Er
 /// the client reads it instead of a reset).
 fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
     let head_pending = matches!(ex.writing.get(), Writing::Idle | Writing::AwaitingHead);
+    // An answer to the request the handler holds goes without a body if
+    // that is a HEAD; with `Writing::Idle` the answer is to a request not
+    // read yet (a 408 for a partial head), whose method is not known.
+    let to_head = ex.writing.get() == Writing::AwaitingHead && ex.request.get().is_head;
     // Appended, never replacing: the buffer may still hold complete
     // responses to earlier pipelined requests.
     let answer = |io: &mut Io, code: u16, text: &str| {
-        encode::encode_plain_close(code, text, &date::now(), io.out());
+        encode::encode_plain_close(code, text, &date::now(), to_head, io.out());
         ex.log_access(Some(code));
     };
     match outcome {

@@ -271,6 +271,22 @@ fn a_panicking_handler_ends_only_its_connection() {
     assert_eq!(before.body, after.body, "same worker process, same keep-alive connection still served");
 }
 
+/// The server's own 500 for a HEAD request has the head a GET would get and
+/// no body (RFC 9110 §9.3.2): a body there would be read as the start of
+/// the next response by a client that reuses connections.
+#[test]
+fn the_500_for_a_panicking_head_request_has_no_body() {
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--", faults.to_str().unwrap()]);
+    let out = String::from_utf8(exchange_raw(&server, b"HEAD /panic HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
+    assert!(out.starts_with("HTTP/1.1 500 "), "{out}");
+    assert!(out.contains("\r\nContent-Length: 22\r\n"), "the length a GET's body has: {out}");
+    assert!(out.ends_with("\r\n\r\n"), "nothing after the head: {out:?}");
+
+    let get = String::from_utf8(exchange_raw(&server, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
+    assert!(get.ends_with("\r\n\r\ninternal server error\n"), "{get:?}");
+}
+
 /// Segments this socket has received so far (TCP_INFO, Linux).
 fn segments_in(s: &std::net::TcpStream) -> u32 {
     use std::os::fd::AsRawFd;

@@ -473,13 +473,16 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// is holding back behind `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// A complete error response for a rejected request; always closes.
+/// A complete error response for a rejected request; always closes. (The
+/// request did not parse, so whether it was a HEAD is not known: the body
+/// is sent.)
 pub fn encode_error(err: Error, date: &[u8], out: &mut Vec<u8>) {
-    encode_plain_close(err.status(), err.detail(), date, out);
+    encode_plain_close(err.status(), err.detail(), date, false, out);
 }
 
-/// A short text/plain response with `Connection: close`.
-pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>) {
+/// A short text/plain response with `Connection: close`. To a HEAD request
+/// (`head`), the same head without the body (RFC 9110 §9.3.2).
+pub fn encode_plain_close(code: u16, text: &str, date: &[u8], head: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
     out.push(b' ');
@@ -489,8 +492,10 @@ pub fn encode_plain_close(code: u16, text: &str, date: &[u8], out: &mut Vec<u8>)
     out.extend_from_slice(b"\r\nContent-Type: text/plain\r\n");
     content_length(text.len() as u64 + 1, out);
     out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
+    if !head {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
 }
 
 /// A value with CR, LF or NUL would end the field or the head early (a

@@ -453,13 +453,23 @@ fn version_error(buf: &[u8]) -> Option<Error> {
 /// RFC 9112 §3.2: origin-form for all methods, absolute-form for all
 /// (servers MUST accept it), authority-form only for CONNECT, asterisk-form
 /// only for OPTIONS.
+///
+/// A well-formed CONNECT is 501 (RFC 9110 §9.1, a method the server does
+/// not implement): this server does not tunnel, and a handler's 2xx to it
+/// would tell the client the connection had become a tunnel (§9.3.6)
+/// while we went on parsing HTTP from it.
 fn check_target(method: &str, target: &str) -> Result<(), Error> {
+    if method == "CONNECT" {
+        return if target.starts_with('/') || target.contains('/') || target == "*" {
+            Err(Error::BadRequest("invalid request target"))
+        } else {
+            Err(Error::NotImplemented("CONNECT is not supported"))
+        };
+    }
     let ok = if target.starts_with('/') {
         true
     } else if target == "*" {
         method == "OPTIONS"
-    } else if method == "CONNECT" {
-        !target.contains('/')
     } else {
         match target.split_once("://") {
             Some((scheme, rest)) => {

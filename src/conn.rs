@@ -435,22 +435,28 @@ impl Decoder for RequestDecoder<'_> {
 
     fn decode(&mut self, input: &mut ReadBuf, output: &mut Vec<u8>) -> Result<Decoded<Request>, proto::Error> {
         if let Reading::Body(_) = self.reading {
+            // The handler asked for the next request, so its response is
+            // complete: ended here (a chunked one's last chunk) before the
+            // rest of the body is drained, so that it leaves with the next
+            // flush instead of waiting behind a body that may come slowly
+            // or never (and be cut off by the body timeout). The response
+            // head already carried the request's keep-alive wish;
+            // finish_response is where it is decided. (Called again on each
+            // pass while the body drains: once finished, it only repeats
+            // its answer.)
+            if !self.ex.finish_response(output) {
+                self.reading = Reading::Closed;
+                return Ok(Decoded::End);
+            }
             match self.drain_body(input) {
                 Ok(None) => return Ok(Decoded::NeedMore),
                 Ok(Some(true)) => {}
                 // A broken body after the handler answered: nothing more to
                 // say, just close.
                 Ok(Some(false)) | Err(_) => {
-                    self.ex.finish_response(output);
                     self.reading = Reading::Closed;
                     return Ok(Decoded::End);
                 }
-            }
-            // The response head already carried the request's keep-alive
-            // wish; finish_response is where it is decided.
-            if !self.ex.finish_response(output) {
-                self.reading = Reading::Closed;
-                return Ok(Decoded::End);
             }
             self.ex.idle_since.set(None);
             self.reading = Reading::Idle;
@@ -476,10 +482,17 @@ impl Decoder for RequestDecoder<'_> {
                     input.release_if_empty();
                     self.ex.registration.slot.idle.store(true, Ordering::SeqCst);
                     // Idle connections are being closed, and that sweep may
-                    // have missed us while we were busy: close now.
+                    // have missed us while we were busy: shut our read side
+                    // as it does. Not an end right here: a connection just
+                    // handed to this coroutine, or resumed from the parking
+                    // lot, has not read its socket yet, and closing on a
+                    // request already there would reset the connection.
+                    // Input already queued is still read and answered (with
+                    // `Connection: close`); then the end of the stream ends
+                    // the loop.
                     if self.ex.registration.server.closing_idle.load(Ordering::SeqCst) {
-                        self.reading = Reading::Closed;
-                        return Ok(Decoded::End);
+                        let _ =
+                            nix::sys::socket::shutdown(self.ex.registration.slot.fd, nix::sys::socket::Shutdown::Read);
                     }
                 } else {
                     self.ex.registration.slot.set_busy();
@@ -917,13 +930,22 @@ fn run(
     // after its head, the client went away) is logged too; once only.
     ex.log_access(None);
     ex.registration.release();
-    io.into_inner().close(if linger {
+    let io = io.into_inner();
+    let how = if linger {
         Close::Linger
     } else if ex.client_done.get() {
         Close::PeerDone
+    } else if io.input_waiting() {
+        // The server ends a connection the client did not (the request
+        // limit, a drain, a response it had to close) and more input is
+        // already there, a pipelined request say: closing on it would make
+        // the kernel reset the connection, which can destroy our last
+        // response before the client reads it. nginx checks the same.
+        Close::Linger
     } else {
         Close::Now
-    });
+    };
+    io.close(how);
     drop(admission);
 }
 
@@ -1069,6 +1091,55 @@ mod tests {
 
     fn open(server: &ServerState) -> usize {
         server.open.lock().unwrap().len()
+    }
+
+    /// A connection whose coroutine starts after the drain began closing
+    /// idle connections (a fresh one handed over by the accept loop, or
+    /// one resumed from the parking lot) has not read its socket yet: its
+    /// request, already there, is answered with `Connection: close`, then
+    /// the connection ends without a reset.
+    #[test]
+    fn a_connection_first_run_after_close_idle_answers_the_request_it_has() {
+        use std::io::{Read, Write};
+
+        use crate::config::Limits;
+        use crate::proto::encode::Response;
+        use crate::{Requests, Responses};
+
+        let server = Arc::new(ServerState::default());
+        server.begin_drain();
+        server.close_idle();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let admission = server.admit();
+        let served = on_coroutine(move || {
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            let app = |read: &Requests<'_>, write: &Responses<'_>| {
+                for _req in read {
+                    write.respond(Response::new(200), b"hi")?;
+                }
+                Ok(())
+            };
+            super::serve(stream, None, &app, &Arc::new(Limits::default()), admission);
+        });
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        let read = client.read_to_end(&mut received);
+        let text = String::from_utf8_lossy(&received);
+        assert!(read.is_ok(), "end of stream, not a reset: {read:?} after {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+        assert!(text.contains("\r\nConnection: close\r\n") && text.ends_with("\r\n\r\nhi"), "{text:?}");
+        served.join().unwrap();
+        assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// Runs `f` on a may coroutine (where waits park).
+    fn on_coroutine(f: impl FnOnce() + Send + 'static) -> may::coroutine::JoinHandle<()> {
+        // SAFETY: `f` keeps no thread-local state across a wait (see
+        // `worker::spawn`), and the default stack fits this test.
+        unsafe { may::coroutine::spawn(f) }
     }
 
     #[test]

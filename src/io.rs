@@ -456,6 +456,18 @@ impl Io {
         self.rbuf.is_empty() && self.wbuf.is_empty() && !self.broken
     }
 
+    /// Whether input (or the end of the stream) is waiting in the socket,
+    /// without taking it: one `recv(MSG_PEEK)`.
+    pub fn input_waiting(&self) -> bool {
+        loop {
+            match self.stream.try_peek() {
+                Ok(()) => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The socket, without the buffers (see [`Io::is_settled`]).
     pub fn into_stream(self) -> Stream {
         self.stream

@@ -3,7 +3,7 @@
 
 mod util;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
@@ -285,6 +285,58 @@ fn the_500_for_a_panicking_head_request_has_no_body() {
 
     let get = String::from_utf8(exchange_raw(&server, b"GET /panic HTTP/1.1\r\nHost: x\r\n\r\n")).unwrap();
     assert!(get.ends_with("\r\n\r\ninternal server error\n"), "{get:?}");
+}
+
+/// A handler that answers chunked without ending the response and without
+/// reading the body leaves both to the server. The last chunk must leave
+/// when the handler moves on, not wait behind the rest of the body: a
+/// client that sends its body only as the response allows would otherwise
+/// wait for the body timeout and get a cut-off response.
+#[test]
+fn an_unended_chunked_response_ends_before_the_unread_body_is_drained() {
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--body-timeout", "20s", "--", faults.to_str().unwrap()]);
+    let stream = server.connect();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = Reader::new(stream.try_clone().unwrap());
+    // Half of the declared body: the rest comes only after the response.
+    (&stream).write_all(b"POST /chunked HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345").unwrap();
+    let started = std::time::Instant::now();
+    let first = reader.response(false).expect("the whole chunked response, last chunk included");
+    assert_eq!((first.status, &first.body[..]), (200, &b"hello"[..]));
+    assert!(started.elapsed() < Duration::from_secs(3), "not held back until a timeout: {:?}", started.elapsed());
+    // The rest of the body is drained and the connection stays usable.
+    (&stream).write_all(b"67890GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let second = reader.response(false).unwrap();
+    assert_eq!(second.status, 200);
+    assert!(second.body.starts_with(b"ok "), "{:?}", String::from_utf8_lossy(&second.body));
+}
+
+/// When the server ends a connection the client did not (here the request
+/// limit) while a pipelined request already waits in the socket, closing
+/// on that unread input would make the kernel reset the connection, which
+/// can destroy the last response before the client reads it. The client
+/// must read the last response and then a clean end of stream.
+#[test]
+fn ending_a_connection_with_a_request_waiting_is_not_a_reset() {
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--max-requests-per-conn", "2", "--", faults.to_str().unwrap()]);
+    let stream = server.connect();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reader = Reader::new(stream.try_clone().unwrap());
+    (&stream).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /sleep?300 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Arrives while the second request's handler sleeps: the server has
+    // read both requests before, so this one is only in the socket.
+    std::thread::sleep(Duration::from_millis(100));
+    (&stream).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(reader.response(false).unwrap().status, 200);
+    let last = reader.response(false).unwrap();
+    assert_eq!((last.status, last.header("connection")), (200, Some("close")));
+    let mut rest = [0u8; 64];
+    match (&stream).read(&mut rest) {
+        Ok(0) => {}
+        other => panic!("expected a clean end of stream after the last response, got {other:?}"),
+    }
 }
 
 /// Segments this socket has received so far (TCP_INFO, Linux).

@@ -7,6 +7,8 @@
 //! - `/exit` exits the process with code 1 (a crash);
 //! - `/status?N` answers status N with a 5-byte body (dropped for 204/304);
 //! - `/short` declares 10 body bytes and writes 5 (a broken handler);
+//! - `/chunked` answers a chunked `hello` without ending it and without
+//!   reading the request body (both are left to the server);
 //! - `/peer` answers the client address the handler sees (`-` if none);
 //! - `/nth` answers how many requests this call of the handler has seen
 //!   (a parked idle connection resumes on a new call: 1 again);
@@ -38,6 +40,11 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
             }
             "/nth" => {
                 write.respond(Response::new(200), nth.to_string().as_bytes())?;
+                continue;
+            }
+            "/chunked" => {
+                write.head(Response::new(200))?;
+                write.body(b"hello")?;
                 continue;
             }
             "/short" => {

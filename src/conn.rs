@@ -1135,11 +1135,13 @@ mod tests {
         assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
-    /// Runs `f` on a may coroutine (where waits park).
+    /// Runs `f` on a may coroutine (where waits park), with a stack large
+    /// enough for a whole connection in a debug build (may's default of
+    /// 32 KiB overflows there).
     fn on_coroutine(f: impl FnOnce() + Send + 'static) -> may::coroutine::JoinHandle<()> {
         // SAFETY: `f` keeps no thread-local state across a wait (see
-        // `worker::spawn`), and the default stack fits this test.
-        unsafe { may::coroutine::spawn(f) }
+        // `worker::spawn`); 1 MiB of stack fits a debug build's frames.
+        unsafe { may::coroutine::Builder::new().stack_size(1 << 17).spawn(f) }.expect("spawn a coroutine")
     }
 
     #[test]

@@ -445,6 +445,10 @@ impl Decoder for RequestDecoder<'_> {
             // pass while the body drains: once finished, it only repeats
             // its answer.)
             if !self.ex.finish_response(output) {
+                // What of the body is already buffered is taken, without
+                // waiting for more: a small body that came with its head is
+                // then not unread input, which would make the close linger.
+                let _ = self.drain_body(input);
                 self.reading = Reading::Closed;
                 return Ok(Decoded::End);
             }
@@ -887,6 +891,14 @@ pub struct ConnState {
     idle_since: Moment,
 }
 
+#[cfg(test)]
+impl ConnState {
+    /// A connection that went idle now, with nothing served.
+    pub(crate) fn idle_now() -> ConnState {
+        ConnState { peer: None, served: 0, idle_since: Moment::now() }
+    }
+}
+
 /// Runs the handler chain on a connection, then closes it, or parks it if
 /// the handler's loop ended on a quiet pause.
 fn run(
@@ -1037,7 +1049,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             if let Some(e) = ex.error.get() {
                 log::debug!("rejected request from {:?}: {e}", ex.peer);
                 if head_pending {
-                    encode::encode_error(e, &date::now(), io.out());
+                    encode::encode_plain_close(e.status(), e.detail(), &date::now(), to_head, io.out());
                     ex.log_access(Some(e.status()));
                     return true;
                 }

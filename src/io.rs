@@ -456,16 +456,10 @@ impl Io {
         self.rbuf.is_empty() && self.wbuf.is_empty() && !self.broken
     }
 
-    /// Whether input (or the end of the stream) is waiting in the socket,
-    /// without taking it: one `recv(MSG_PEEK)`.
+    /// Whether unread input is waiting in the socket (see
+    /// [`crate::net::input_waiting`]).
     pub fn input_waiting(&self) -> bool {
-        loop {
-            match self.stream.try_peek() {
-                Ok(()) => return true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return false,
-            }
-        }
+        crate::net::input_waiting(self.stream.as_raw_fd())
     }
 
     /// The socket, without the buffers (see [`Io::is_settled`]).

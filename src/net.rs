@@ -116,6 +116,20 @@ pub const HANGUP: usize =
 /// registration reports at once, or an alarm) leaves an empty socket empty.
 pub const READABLE: usize = HANGUP | (EpollFlags::EPOLLIN.bits() | EpollFlags::EPOLLPRI.bits()) as usize;
 
+/// Whether input is waiting in socket `fd` (data, not the end of the
+/// stream or an error), without taking it: one `recv(MSG_PEEK)`. Closing a
+/// socket on unread data makes the kernel reset the connection; its end of
+/// stream or an error does not.
+pub fn input_waiting(fd: RawFd) -> bool {
+    loop {
+        match recv(fd, &mut [0u8; 1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK) {
+            Ok(n) => return n > 0,
+            Err(nix::Error::EINTR) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// Every call on a connection is nonblocking; waiting is separate
 /// ([`Stream::wait_io`]), so that the caller decides when a wait is needed
 /// at all and how long it may last (see `io` and `alarm`).

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -112,12 +112,17 @@ impl ParkingLot {
     }
 
     /// Closes every parked connection, and every one parked from now on.
+    /// One whose next request is already in its socket stays, for the
+    /// watcher to hand back (its one-shot event is armed and fires for
+    /// input already there): closing on that request would reset the
+    /// connection instead of answering it.
     pub fn close_all(&self) {
         let mut lot = self.lock();
         lot.closed = true;
-        lot.deadlines.clear();
+        let Lot { parked, deadlines, .. } = &mut *lot;
         // Dropping closes each socket (which also removes it from epoll).
-        lot.parked.clear();
+        parked.retain(|_, (conn, _)| crate::net::input_waiting(conn.fd.as_raw_fd()));
+        deadlines.retain(|(_, key)| parked.contains_key(key));
     }
 
     /// Returns freed heap memory to the kernel after many connections
@@ -200,5 +205,49 @@ impl ParkingLot {
                 resume(conn);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{Parked, ParkingLot};
+    use crate::clock::Moment;
+    use crate::conn::{ConnState, ServerState};
+    use crate::net::{Family, Stream};
+
+    /// A drain closes the parked connections that are quiet, and keeps the
+    /// one whose next request already arrived (for the watcher to resume):
+    /// closing on it would answer that request with a reset.
+    #[test]
+    fn close_all_keeps_a_connection_whose_request_is_waiting() {
+        let server = Arc::new(ServerState::default());
+        let lot = ParkingLot::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let park = || {
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            lot.park(
+                Parked::new(stream, ConnState::idle_now(), server.admit()),
+                Moment::now() + Duration::from_secs(60),
+            );
+            client
+        };
+        let mut quiet = park();
+        let mut waiting = park();
+        waiting.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        lot.close_all();
+        assert_eq!(lot.lock().parked.len(), 1);
+        quiet.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(quiet.read(&mut [0u8; 8]).unwrap(), 0, "the quiet one is closed");
+        waiting.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let still_open = waiting.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(still_open.kind(), std::io::ErrorKind::WouldBlock, "the one with a request stays open");
     }
 }

@@ -460,10 +460,14 @@ fn version_error(buf: &[u8]) -> Option<Error> {
 /// while we went on parsing HTTP from it.
 fn check_target(method: &str, target: &str) -> Result<(), Error> {
     if method == "CONNECT" {
-        return if target.starts_with('/') || target.contains('/') || target == "*" {
-            Err(Error::BadRequest("invalid request target"))
-        } else {
+        // authority-form = uri-host ":" port
+        let authority = target.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        });
+        return if authority && !target.contains('/') {
             Err(Error::NotImplemented("CONNECT is not supported"))
+        } else {
+            Err(Error::BadRequest("invalid request target"))
         };
     }
     let ok = if target.starts_with('/') {

@@ -128,6 +128,8 @@ fn well_formed_requests() {
         // tunnel, RFC 9110 §9.3.6); origin-form CONNECT stays a 400.
         ("authority-form CONNECT is not implemented", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", vec![Event::Error(Error::NotImplemented("CONNECT is not supported"))]),
         ("origin-form CONNECT is malformed", b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request target")]),
+        ("CONNECT without a port is malformed", b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request target")]),
+        ("CONNECT with a bad port is malformed", b"CONNECT a:x1 HTTP/1.1\r\nHost: a\r\n\r\n", vec![bad("invalid request target")]),
         ("extension method", b"PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n", vec![head("PURGE", "/x", 1, true), END]),
         ("ipv6 host", b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", vec![get("/"), END]),
         ("empty host is allowed", b"GET / HTTP/1.1\r\nHost:\r\n\r\n", vec![get("/"), END]),

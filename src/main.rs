@@ -60,7 +60,8 @@ struct Cli {
     graceful_timeout: Duration,
 
     /// A worker that sends no heartbeat for this long is killed and replaced.
-    #[arg(long, env = "HTTP_CLUSTER_WORKER_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Workers")]
+    /// At least 2 s: heartbeats come every 0.5 s, a little late under load.
+    #[arg(long, env = "HTTP_CLUSTER_WORKER_TIMEOUT", default_value = "30s", value_parser = parse_worker_timeout, help_heading = "Workers")]
     worker_timeout: Duration,
 
     /// Recycle a worker after it served this many requests (0: never); its
@@ -158,6 +159,17 @@ fn control_path(arg: Option<PathBuf>) -> Option<PathBuf> {
         Some(p) => Some(p),
         None => Some(http_cluster::status::default_path()),
     }
+}
+
+/// `--worker-timeout`: a duration of at least 2 s. Heartbeats come every
+/// 0.5 s; a shorter timeout would kill healthy workers, and 0 every worker
+/// before it finished booting, in an endless loop.
+fn parse_worker_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(2) {
+        return Err("expected at least 2s (heartbeats come every 0.5 s)".to_string());
+    }
+    Ok(d)
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {

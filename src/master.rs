@@ -490,7 +490,23 @@ impl Master {
             }
             Err(e) => {
                 log::error!("worker {slot}: cannot spawn {}: {e}", self.cfg.command.program.display());
+                // A replacement: the old worker keeps the slot, and the
+                // caller rolls back or retries later. The slot is not
+                // empty, so it gets no respawn time (which would keep the
+                // master from ever settling).
+                if self.workers.values().any(|w| w.slot == slot && !w.is_stopping()) {
+                    return None;
+                }
                 let state = &mut self.slots[slot];
+                if spawn_error_is_permanent(&e) {
+                    // Like a worker that cannot boot: retrying a program
+                    // that is not there or not executable only loops; a
+                    // reload retries it, and with every slot halted the
+                    // master exits non-zero.
+                    state.halted = true;
+                    state.respawn_at = None;
+                    return None;
+                }
                 state.failures += 1;
                 state.respawn_at = Some(Instant::now() + respawn_delay(state.failures).max(TICK));
                 None
@@ -1075,9 +1091,18 @@ impl Worker {
         }
         self.phase = Phase::Stopping { deadline };
         let msg = MasterMsg::Stop { idle_grace }.encode();
-        if self.channel.write_all(msg.as_bytes()).is_err() {
+        match self.channel.write_all(msg.as_bytes()) {
+            Ok(()) => {}
+            // The channel is full (a burst of passed connections, or a
+            // worker slow to read it): SIGTERM, which a worker takes as
+            // the same graceful drain, not a kill mid-request.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let _ = kill(self.pid, Signal::SIGTERM);
+            }
             // It is already gone or going; reap_workers will see it.
-            let _ = kill(self.pid, Signal::SIGKILL);
+            Err(_) => {
+                let _ = kill(self.pid, Signal::SIGKILL);
+            }
         }
     }
 }
@@ -1097,14 +1122,27 @@ pub fn recycle_after(max: u64, jitter: u64, seed: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^= z >> 31;
-    max + z % (jitter + 1)
+    // Saturating: --max-requests and the jitter are anyone's u64s, and a
+    // sum that wrapped would recycle workers after a handful of requests.
+    max.saturating_add(z % jitter.saturating_add(1))
+}
+
+/// A spawn error that retrying cannot fix: the program is missing, not
+/// executable, or not a format the kernel runs. (Out of processes, memory
+/// or descriptors may pass.)
+fn spawn_error_is_permanent(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied)
+        || e.raw_os_error() == Some(nix::libc::ENOEXEC)
 }
 
 /// Resident memory of `pid`, from /proc/PID/statm.
 fn rss_bytes(pid: Pid) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    // The kernel's page size, not 4 KiB: arm64 kernels may use 64 KiB.
+    // SAFETY: sysconf only reads a system setting; it has no preconditions.
+    let page = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
 }
 
 /// Tells systemd (when it started us with `Type=notify`) about the
@@ -1191,6 +1229,40 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
 mod tests {
     use super::*;
 
+    /// A stop that finds the worker's channel full asks for the same
+    /// graceful drain by SIGTERM; only a dead channel means SIGKILL.
+    #[test]
+    fn stop_on_a_full_channel_is_a_sigterm_not_a_kill() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        // Fill the channel: nobody reads `_theirs`.
+        let filler = [b'x'; 4096];
+        while (&ours).write(&filler).is_ok() {}
+        let now = Instant::now();
+        let mut worker = Worker {
+            slot: 0,
+            generation: 0,
+            max_requests: 0,
+            retiring: false,
+            recycle_hold: None,
+            passed: VecDeque::new(),
+            pid,
+            channel: ours,
+            lines: LineBuffer::default(),
+            phase: Phase::Ready,
+            spawned: now,
+            last_heartbeat: now,
+            connections: 0,
+            requests: 0,
+        };
+        worker.stop(now + Duration::from_secs(30), Duration::ZERO);
+        assert!(worker.is_stopping());
+        let status = child.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(nix::libc::SIGTERM));
+    }
+
     #[test]
     fn exit_statuses_are_classified() {
         let pid = Pid::from_raw(42);
@@ -1263,6 +1335,9 @@ mod tests {
         assert!(limits.iter().all(|&l| (1000..=1100).contains(&l)));
         let distinct: std::collections::HashSet<_> = limits.iter().collect();
         assert!(distinct.len() > 16, "jitter spreads workers apart: {limits:?}");
+        // Extreme settings neither panic nor wrap to a tiny limit.
+        assert!(recycle_after(5, u64::MAX, 7) >= 5);
+        assert_eq!(recycle_after(u64::MAX, 10, 7), u64::MAX);
     }
 
     #[test]

@@ -271,6 +271,44 @@ fn workers_that_cannot_boot_stop_the_respawn_loop() {
     assert_eq!(err.matches("spawned").count(), 2, "each slot tried once, no respawn loop:\n{err}");
 }
 
+/// A worker program that cannot even be started (missing, or not
+/// executable) halts its slots like one that cannot boot: the master
+/// exits non-zero instead of retrying forever.
+#[test]
+fn a_worker_program_that_cannot_be_spawned_stops_the_master() {
+    let dir = std::env::temp_dir().join(format!("http-cluster-spawn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_executable = dir.join("worker");
+    std::fs::write(&not_executable, "not a program").unwrap();
+    for program in [dir.join("missing"), not_executable] {
+        let mut master = std::process::Command::new(bin("http-cluster"))
+            .args(["--bind", "127.0.0.1:0", "--workers", "2", "--"])
+            .arg(&program)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        let status = loop {
+            if let Some(status) = master.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = master.kill();
+                let _ = master.wait();
+                panic!("the master still runs after 10 s with {}", program.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(master.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(!status.success(), "{err}");
+        assert!(err.contains("cannot spawn"), "{err}");
+        assert!(err.contains("no worker could boot"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn a_crash_looping_worker_backs_off() {
     let mut server = Server::start(&["--workers", "1", "--", &faults()]);

@@ -1161,6 +1161,7 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
     cmd.args(&cfg.command.args)
         .envs(cfg.limits.to_env())
         .env("HTTP_CLUSTER_SLOT", slot.to_string())
+        .env(crate::worker::GRACEFUL_TIMEOUT_ENV, format!("{}ms", cfg.graceful_timeout.as_millis()))
         .env(crate::worker::LISTENERS_ENV, listeners.len().to_string())
         .envs(cfg.log_level.as_ref().map(|l| (crate::logging::LEVEL_ENV, l)))
         // systemd's variables are for the master only: a worker must not

@@ -30,9 +30,26 @@ use crate::pool::{Pool, Spawn};
 /// `stdio = {0, 1, 2, pipe}` does).
 pub const CHANNEL_FD: i32 = 3;
 
+/// The master's `--graceful-timeout`, passed to its workers: a worker whose
+/// master is gone drains for at most this long (nobody else would stop it).
+pub const GRACEFUL_TIMEOUT_ENV: &str = "HTTP_CLUSTER_WORKER_GRACEFUL_TIMEOUT";
+
+/// How long a worker whose master died may drain: the master's
+/// `--graceful-timeout` when it passed one, else 30 s like its default.
+fn orphan_drain_limit() -> Duration {
+    std::env::var(GRACEFUL_TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| crate::config::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
+}
+
 /// How many listening sockets the master sends over the channel (one per
 /// `--bind`), set in the worker's environment.
 pub const LISTENERS_ENV: &str = "HTTP_CLUSTER_LISTENERS";
+
+/// Why a drain began, when the master is gone (see [`orphan_drain_limit`]).
+const MASTER_GONE: &str = "master closed the channel";
+const CHANNEL_FAILED: &str = "channel failed";
 
 /// More listeners than this is a configuration error, not a server.
 const MAX_LISTENERS: usize = 64;
@@ -247,15 +264,30 @@ fn serve(
     let close_idle_at = Instant::now() + idle_grace;
     let mut idle_closed = false;
     let mut last_report = Instant::now();
+    // The master bounds a drain with its graceful timeout (then kills us).
+    // Without a master, that bound is ours to keep: a stream that never
+    // ends would otherwise keep this process alive for good.
+    let mut give_up_at = [MASTER_GONE, CHANNEL_FAILED].contains(&why).then(|| Instant::now() + orphan_drain_limit());
     while state.connections.load(Ordering::SeqCst) > 0 {
         if !idle_closed && Instant::now() >= close_idle_at {
             state.close_idle();
             idle_closed = true;
         }
+        if give_up_at.is_some_and(|t| Instant::now() >= t) {
+            log::warn!(
+                "the master is gone and the drain passed its graceful timeout: exiting with {} connections open",
+                state.connections.load(Ordering::Relaxed)
+            );
+            std::process::exit(1);
+        }
         // Keep proving liveness while draining: the master's timeout applies.
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
-            let _ = report(&mut channel, &state, &mut liveness);
+            let sent = report(&mut channel, &state, &mut liveness);
+            if sent.is_err() && give_up_at.is_none() {
+                // The master died during the drain.
+                give_up_at = Some(Instant::now() + orphan_drain_limit());
+            }
             if let Some(log) = crate::access_log::get() {
                 log.flush();
             }
@@ -555,7 +587,7 @@ fn supervise(
                 lot.give_back_memory(&mut trimmed_at);
             }
             if report(channel, state, liveness).is_err() {
-                return ("master closed the channel", Duration::ZERO);
+                return (MASTER_GONE, Duration::ZERO);
             }
         }
     }
@@ -573,9 +605,9 @@ fn read_channel(
     loop {
         let (n, received) = match fdpass::recv_with_fds(channel.as_fd(), &mut buf) {
             Ok(got) => got,
-            Err(fdpass::RecvFdError::Closed) => return Err(("master closed the channel", Duration::ZERO)),
+            Err(fdpass::RecvFdError::Closed) => return Err((MASTER_GONE, Duration::ZERO)),
             Err(fdpass::RecvFdError::Os(nix::Error::EAGAIN)) => return Ok(()),
-            Err(_) => return Err(("channel failed", Duration::ZERO)),
+            Err(_) => return Err((CHANNEL_FAILED, Duration::ZERO)),
         };
         fds.extend(received);
         let msgs = lines.feed(&buf[..n]).map_err(|_| ("garbage on the channel", Duration::ZERO))?;

@@ -383,6 +383,23 @@ fn workers_exit_when_the_master_dies() {
     assert!(wait_until(Duration::from_secs(5), || workers.iter().all(|p| !alive(*p))), "orphaned workers kept running");
 }
 
+/// An orphaned worker finishes what it can, but no longer than the
+/// master's graceful timeout: with the master gone nobody else stops it,
+/// and an endless response would keep it alive for good.
+#[test]
+fn an_orphaned_worker_drains_no_longer_than_the_graceful_timeout() {
+    let faults = faults();
+    let server = Server::start(&["--workers", "1", "--graceful-timeout", "2s", "--", &faults]);
+    let worker = server.worker_pids()[0];
+    let mut slow = server.connect();
+    slow.write_all(b"GET /sleep?60000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    kill(server.pid(), libc::SIGKILL);
+    let t = Instant::now();
+    assert!(wait_until(Duration::from_secs(15), || !alive(worker)), "the orphaned worker kept draining");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "it drained first: {:?}", t.elapsed());
+}
+
 /// The accept loop starts each new connection at once, and may's accept
 /// only parks once the queue is empty: under a flood of new connections it
 /// must still pause now and then, or an open connection (and the worker's

@@ -3,11 +3,13 @@
 //! worker process so logging costs a memcpy per request and a write(2) per
 //! 64 KiB or half second, whichever comes first.
 //!
-//! Only the worker's main thread writes: the connections' scheduler thread
-//! appends to a buffer and, when it passes 64 KiB, wakes the main thread
+//! Only the worker's log-writer thread writes: the connections' scheduler
+//! thread appends to a buffer and, when it passes 64 KiB, wakes the writer
 //! through a socket pair. A log that cannot keep up (a stalled stdout pipe)
-//! therefore never blocks request handling; past [`MAX_BUFFERED`] lines are
-//! dropped and counted instead.
+//! therefore blocks neither request handling nor the main thread's
+//! heartbeats (had the main thread written, the master would have taken
+//! the stall for a hung worker and killed it); past [`MAX_BUFFERED`] lines
+//! are dropped and counted instead.
 //!
 //! Workers open the file themselves with `O_APPEND`: each flush is one
 //! write of whole lines, so lines of different workers never interleave.
@@ -17,9 +19,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use crate::proto::date;
 
@@ -33,12 +40,14 @@ pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 pub struct AccessLog {
     /// Lines not yet written; appended to by connections.
     pending: Mutex<Pending>,
-    /// Where lines go; used by the main thread only.
+    /// Where lines go; used by the writer thread (and at exit).
     target: Mutex<Target>,
+    /// Set by [`AccessLog::request_reopen`], done by the writer thread.
+    reopen_wanted: AtomicBool,
     /// Written to (one byte) when `pending` passes [`FLUSH_AT`].
     wake_tx: UnixStream,
-    /// The main thread polls this.
-    pub wake_rx: UnixStream,
+    /// The writer thread polls this.
+    wake_rx: UnixStream,
 }
 
 #[derive(Default)]
@@ -134,6 +143,7 @@ impl AccessLog {
         Ok(AccessLog {
             pending: Mutex::new(Pending { buf: Vec::with_capacity(FLUSH_AT), ..Pending::default() }),
             target: Mutex::new(target),
+            reopen_wanted: AtomicBool::new(false),
             wake_tx,
             wake_rx,
         })
@@ -181,8 +191,9 @@ impl AccessLog {
         }
     }
 
-    /// Writes out what is buffered. Main thread only: every heartbeat, when
-    /// woken, and before exiting. The lock is held only to take the lines.
+    /// Writes out what is buffered: the writer thread, when woken and every
+    /// half second, and the main thread before exiting. The lock is held
+    /// only to take the lines.
     pub fn flush(&self) {
         let mut drain = [0u8; 64];
         while matches!((&self.wake_rx).read(&mut drain), Ok(n) if n > 0) {}
@@ -211,8 +222,35 @@ impl AccessLog {
         }
     }
 
+    /// Starts the writer thread, which writes the buffered lines when woken
+    /// and every half second, and reopens the file when asked.
+    pub fn start_writer(&'static self) -> io::Result<()> {
+        std::thread::Builder::new().name("access-log".into()).spawn(move || {
+            loop {
+                let mut fds = [PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN)];
+                let half_second = PollTimeout::try_from(Duration::from_millis(500)).unwrap_or(PollTimeout::NONE);
+                let _ = poll(&mut fds, half_second);
+                if self.reopen_wanted.swap(false, Ordering::SeqCst) {
+                    match self.reopen() {
+                        Ok(()) => log::info!("access log reopened"),
+                        Err(e) => log::error!("cannot reopen the access log: {e}; keeping the old file"),
+                    }
+                }
+                self.flush();
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Asks the writer thread to reopen the file (logrotate moved it):
+    /// returns at once, whatever state the log is in.
+    pub fn request_reopen(&self) {
+        self.reopen_wanted.store(true, Ordering::SeqCst);
+        let _ = (&self.wake_tx).write(&[1]);
+    }
+
     /// Flushes, then reopens the file at its path (it may have been moved).
-    pub fn reopen(&self) -> io::Result<()> {
+    fn reopen(&self) -> io::Result<()> {
         self.flush();
         let mut target = self.target.lock().unwrap_or_else(|p| p.into_inner());
         if let Target::File { path, file } = &mut *target {

@@ -191,7 +191,8 @@ fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, Vec<Listener>, UnixStr
         fds.push(fd);
     }
     if let Some(path) = &limits.access_log {
-        crate::access_log::init(path).map_err(|e| BootError::AccessLog(path.clone(), e))?;
+        let log = crate::access_log::init(path).map_err(|e| BootError::AccessLog(path.clone(), e))?;
+        log.start_writer().map_err(|e| BootError::AccessLog(path.clone(), e))?;
     }
     configure_may();
     let listeners =
@@ -287,9 +288,6 @@ fn serve(
             if sent.is_err() && give_up_at.is_none() {
                 // The master died during the drain.
                 give_up_at = Some(Instant::now() + orphan_drain_limit());
-            }
-            if let Some(log) = crate::access_log::get() {
-                log.flush();
             }
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -559,19 +557,10 @@ fn supervise(
     let mut trimmed_at = 0;
     let mut last_report = Instant::now();
     loop {
-        let access_log = crate::access_log::get();
         let mut fds =
-            vec![PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
-        if let Some(log) = access_log {
-            fds.push(PollFd::new(log.wake_rx.as_fd(), PollFlags::POLLIN));
-        }
+            [PollFd::new(channel.as_fd(), PollFlags::POLLIN), PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
         let timeout = PollTimeout::try_from(control::HEARTBEAT_INTERVAL).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
-        if let Some(log) = access_log
-            && fds.get(2).and_then(|f| f.revents()).is_some_and(|r| r.contains(PollFlags::POLLIN))
-        {
-            log.flush();
-        }
         if let Ok(Some(_)) = signals.read_signal() {
             return ("SIGTERM", Duration::ZERO);
         }
@@ -580,9 +569,6 @@ fn supervise(
         }
         if last_report.elapsed() >= control::HEARTBEAT_INTERVAL {
             last_report = Instant::now();
-            if let Some(log) = crate::access_log::get() {
-                log.flush();
-            }
             if let Some(lot) = state.parking.get() {
                 lot.give_back_memory(&mut trimmed_at);
             }
@@ -639,10 +625,7 @@ fn read_channel(
 
 fn reopen_logs() {
     if let Some(log) = crate::access_log::get() {
-        match log.reopen() {
-            Ok(()) => log::info!("access log reopened"),
-            Err(e) => log::error!("cannot reopen the access log: {e}; keeping the old file"),
-        }
+        log.request_reopen();
     }
 }
 

@@ -609,3 +609,43 @@ fn access_log_has_a_line_for_responses_that_end_abnormally() {
     assert!(lines.iter().any(|l| l.contains("\"GET /short HTTP/1.1\" 200 5 ")), "{lines:?}");
     let _ = std::fs::remove_file(&log);
 }
+
+/// An access log on stdout that nobody reads (a stalled log shipper) fills
+/// the pipe. The worker's main thread must keep sending heartbeats: had it
+/// been the one writing, the master would kill the worker as hung after
+/// `--worker-timeout`, and every replacement after it.
+#[test]
+fn a_stalled_access_log_on_stdout_does_not_get_the_worker_killed() {
+    let stderr = temp_path("stalled-log.stderr");
+    let mut master = Command::new(bin("http-cluster"))
+        .args(["--bind", "127.0.0.1:0", "--workers", "1", "--worker-timeout", "2s", "--access-log", "-"])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    // The banner, then never read again: the pipe (64 KiB) fills.
+    let mut stdout = std::io::BufReader::new(master.stdout.take().unwrap());
+    let mut banner = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut banner).unwrap();
+    let addr: std::net::SocketAddr =
+        banner.split("http://").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    let worker = children_of(master.id() as i32);
+    assert_eq!(worker.len(), 1);
+    let mut conn = Reader::new(std::net::TcpStream::connect(addr).unwrap());
+    for _ in 0..3000 {
+        conn.get_mut().write_all(b"GET /?a-query-to-make-the-log-lines-longer HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        assert_eq!(conn.response(false).unwrap().status, 200);
+    }
+    // Twice the worker timeout, with the log stalled all along.
+    std::thread::sleep(Duration::from_secs(4));
+    conn.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(conn.response(false).unwrap().status, 200);
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(children_of(master.id() as i32), worker, "the same worker serves: {log}");
+    assert!(!log.contains("killing it"), "{log}");
+    let _ = master.kill();
+    let _ = master.wait();
+    // Unblocks the worker's writer (EPIPE), so it can exit.
+    drop(stdout);
+    let _ = std::fs::remove_file(&stderr);
+}

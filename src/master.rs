@@ -295,7 +295,10 @@ impl std::fmt::Display for MasterError {
 
 struct Master {
     cfg: MasterConfig,
+    /// Closed when a stop begins (see [`Master::handle_stop`]).
     listeners: Vec<Listener>,
+    /// The listeners' addresses, for status and the ready line.
+    listener_names: Vec<String>,
     /// With `Balance::Reuseport`: per slot ever used, its own socket for
     /// each TCP listener (`None`: that listener is shared, e.g. Unix).
     slot_sockets: Vec<Vec<Option<socket2::Socket>>>,
@@ -368,6 +371,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     let mut master = Master {
         slots: vec![SlotState::default(); cfg.workers],
         cfg,
+        listener_names: names,
         listeners,
         slot_sockets: Vec::new(),
         next_target: 0,
@@ -862,8 +866,7 @@ impl Master {
         if ready == live_slots && ready > 0 {
             self.announced = true;
             let mut out = io::stdout().lock();
-            let names: Vec<String> = self.listeners.iter().map(|l| l.addr.to_string()).collect();
-            let _ = writeln!(out, "http-cluster listening on {} ({} workers)", names.join(" "), ready);
+            let _ = writeln!(out, "http-cluster listening on {} ({} workers)", self.listener_names.join(" "), ready);
             let _ = out.flush();
             let status = format!("{ready} workers ready");
             notify(&[
@@ -946,6 +949,13 @@ impl Master {
         let deadline = Instant::now() + grace;
         self.stopping = Some(deadline);
         notify(&[sd_notify::NotifyState::Stopping]);
+        // Nobody will accept again: the listening sockets close now (the
+        // workers close their copies as their accept loops end), so new
+        // clients are refused at once and can go elsewhere, instead of
+        // queueing in a backlog that is reset when we exit. Under socket
+        // activation systemd keeps its own copy, and the queue.
+        self.slot_sockets.clear();
+        self.listeners.clear();
         if grace.is_zero() {
             log::info!("{signal}: fast stop");
             for w in self.workers.values() {
@@ -1009,7 +1019,7 @@ impl Master {
             master_pid: std::process::id(),
             uptime_secs: self.started.elapsed().as_secs_f64(),
             generation: self.generation,
-            listeners: self.listeners.iter().map(|l| l.addr.to_string()).collect(),
+            listeners: self.listener_names.clone(),
             state: state.to_string(),
             workers,
         }

@@ -177,6 +177,27 @@ fn sigterm_finishes_a_slow_in_flight_request() {
     assert!(stop_at.elapsed() >= Duration::from_millis(1000), "the stop waited for the request");
 }
 
+/// A graceful stop closes the listening sockets at once: new clients are
+/// refused (and can go elsewhere) instead of queueing in a backlog nobody
+/// accepts from, while the request in flight still finishes.
+#[test]
+fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
+    let faults = faults();
+    let mut server = Server::start(&["--workers", "2", "--", &faults]);
+    let mut slow = Reader::new(server.connect());
+    slow.get_mut().write_all(b"GET /sleep?1500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    let addr = server.addr;
+    let refused = wait_until(Duration::from_secs(1), || {
+        std::net::TcpStream::connect(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(refused, "new connections are refused during the drain");
+    let resp = slow.response(false).unwrap();
+    assert_eq!((resp.status, resp.header("connection")), (200, Some("close")));
+    assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
 #[test]
 fn sigterm_to_a_worker_drains_it_and_it_is_replaced() {
     let faults = faults();

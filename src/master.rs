@@ -1038,6 +1038,27 @@ impl Master {
 }
 
 impl Worker {
+    /// A worker just started in `slot`, its channel non-blocking.
+    fn new(slot: usize, pid: Pid, channel: UnixStream) -> Worker {
+        let now = Instant::now();
+        Worker {
+            slot,
+            generation: 0,
+            max_requests: 0,
+            retiring: false,
+            recycle_hold: None,
+            passed: VecDeque::new(),
+            pid,
+            channel,
+            lines: LineBuffer::default(),
+            phase: Phase::Starting,
+            spawned: now,
+            last_heartbeat: now,
+            connections: 0,
+            requests: 0,
+        }
+    }
+
     fn handle_message(&mut self, line: &[u8], graceful_timeout: Duration) {
         match WorkerMsg::parse(line) {
             Some(WorkerMsg::Ready) => {
@@ -1217,23 +1238,7 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
         }
     }
     ours.set_nonblocking(true)?;
-    let now = Instant::now();
-    Ok(Worker {
-        slot,
-        generation: 0,
-        max_requests: 0,
-        retiring: false,
-        recycle_hold: None,
-        passed: VecDeque::new(),
-        pid,
-        channel: ours,
-        lines: LineBuffer::default(),
-        phase: Phase::Starting,
-        spawned: now,
-        last_heartbeat: now,
-        connections: 0,
-        requests: 0,
-    })
+    Ok(Worker::new(slot, pid, ours))
 }
 
 #[cfg(test)]
@@ -1251,24 +1256,9 @@ mod tests {
         // Fill the channel: nobody reads `_theirs`.
         let filler = [b'x'; 4096];
         while (&ours).write(&filler).is_ok() {}
-        let now = Instant::now();
-        let mut worker = Worker {
-            slot: 0,
-            generation: 0,
-            max_requests: 0,
-            retiring: false,
-            recycle_hold: None,
-            passed: VecDeque::new(),
-            pid,
-            channel: ours,
-            lines: LineBuffer::default(),
-            phase: Phase::Ready,
-            spawned: now,
-            last_heartbeat: now,
-            connections: 0,
-            requests: 0,
-        };
-        worker.stop(now + Duration::from_secs(30), Duration::ZERO);
+        let mut worker = Worker::new(0, pid, ours);
+        worker.phase = Phase::Ready;
+        worker.stop(Instant::now() + Duration::from_secs(30), Duration::ZERO);
         assert!(worker.is_stopping());
         let status = child.wait().unwrap();
         assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(nix::libc::SIGTERM));

@@ -49,8 +49,8 @@ enum ChunkedState {
     },
     /// Whitespace after the size: only legal before `;` (BWS).
     SizeBws,
-    /// Inside `;ext=val...` up to CR.
-    Ext,
+    /// Inside the chunk extensions after a `;`, up to CR.
+    Ext(Ext),
     /// Saw CR after the size line; LF must follow.
     SizeLf,
     /// Inside chunk data, `remaining` bytes to go.
@@ -184,7 +184,7 @@ impl BodyDecoder {
                     None if digits == 0 => return Err(Error::BadRequest("invalid chunk size")),
                     None => match b {
                         b'\r' => ChunkedState::SizeLf,
-                        b';' => ChunkedState::Ext,
+                        b';' => ChunkedState::Ext(Ext::NameStart),
                         b' ' | b'\t' => {
                             ext_byte(ext_bytes, limits)?;
                             ChunkedState::SizeBws
@@ -201,15 +201,15 @@ impl BodyDecoder {
                         ext_byte(ext_bytes, limits)?;
                         ChunkedState::SizeBws
                     }
-                    b';' => ChunkedState::Ext,
+                    b';' => ChunkedState::Ext(Ext::NameStart),
                     _ => return Err(Error::BadRequest("invalid chunk size")),
                 },
-                ChunkedState::Ext => {
+                ChunkedState::Ext(at) => {
                     ext_byte(ext_bytes, limits)?;
-                    match b {
-                        b'\r' => ChunkedState::SizeLf,
-                        b'\t' | b' '..=b'~' | 0x80..=0xff => ChunkedState::Ext,
-                        _ => return Err(Error::BadRequest("invalid chunk extension")),
+                    match at.next(b) {
+                        Some(Ext::End) => ChunkedState::SizeLf,
+                        Some(next) => ChunkedState::Ext(next),
+                        None => return Err(Error::BadRequest("invalid chunk extension")),
                     }
                 }
                 ChunkedState::SizeLf => {
@@ -264,6 +264,66 @@ impl BodyDecoder {
                 ChunkedState::Data { .. } | ChunkedState::Done => unreachable!("handled above"),
             };
         }
+    }
+}
+
+/// Where in `chunk-ext` (RFC 9112 §7.1.1) the decoder is, after a `;`:
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`.
+/// Extensions are discarded, but held to their grammar: a parser in front
+/// that reads them differently (a quote, a stray byte) must not be able to
+/// disagree with us about where the chunk size line ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then a name.
+    NameStart,
+    Name,
+    /// Whitespace after a name: `=` or `;` must follow.
+    AfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash inside a quoted string.
+    QuotedPair,
+    /// After a quoted string's closing quote.
+    AfterQuoted,
+    /// Whitespace after a value: `;` must follow.
+    AfterValue,
+    /// The CR ending the size line.
+    End,
+}
+
+impl Ext {
+    fn next(self, b: u8) -> Option<Ext> {
+        let token = crate::proto::TOKEN_BYTES[usize::from(b)];
+        let ws = b == b' ' || b == b'\t';
+        Some(match self {
+            Ext::NameStart if ws => Ext::NameStart,
+            Ext::NameStart if token => Ext::Name,
+            Ext::Name if token => Ext::Name,
+            Ext::Name | Ext::AfterName if ws => Ext::AfterName,
+            Ext::Name | Ext::AfterName if b == b'=' => Ext::ValueStart,
+            Ext::ValueStart if ws => Ext::ValueStart,
+            Ext::ValueStart if b == b'"' => Ext::Quoted,
+            Ext::ValueStart if token => Ext::Token,
+            Ext::Token if token => Ext::Token,
+            Ext::Quoted => match b {
+                b'"' => Ext::AfterQuoted,
+                b'\\' => Ext::QuotedPair,
+                b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..=0xff => Ext::Quoted,
+                _ => return None,
+            },
+            Ext::QuotedPair => match b {
+                b'\t' | b' '..=b'~' | 0x80..=0xff => Ext::Quoted,
+                _ => return None,
+            },
+            Ext::Token | Ext::AfterQuoted | Ext::AfterValue if ws => Ext::AfterValue,
+            Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterQuoted | Ext::AfterValue if b == b';' => Ext::NameStart,
+            // The line ends after a name or a value, not after whitespace
+            // (BWS only comes before `;` or `=`).
+            Ext::Name | Ext::Token | Ext::AfterQuoted if b == b'\r' => Ext::End,
+            _ => return None,
+        })
     }
 }
 

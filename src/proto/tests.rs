@@ -267,6 +267,21 @@ fn bad_chunked_framing_is_rejected() {
         ("data longer than size", with("3\r\nhello\r\n"), vec![h(), data("hel"), bad("invalid chunked framing")]),
         ("bare LF after data", with("3\r\nabc\n0\r\n\r\n"), vec![h(), data("abc"), bad("invalid chunked framing")]),
         ("NUL in extension", with("3;\0\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        // chunk-ext grammar (RFC 9112 §7.1.1): names and values are tokens
+        // or quoted strings, whitespace only before `;` and `=`.
+        (
+            "extensions in every legal form",
+            with("3 ; a ; b = c;d=\"x y\\\"z;\" ;e=\"\"\r\nabc\r\n0\r\n\r\n"),
+            vec![h(), data("abc"), END],
+        ),
+        ("empty extension name", with("3;\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("extension name not a token", with("3;a(b\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("empty extension value", with("3;a=\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("two semicolons", with("3;;a\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("unterminated quote", with("3;a=\"x\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("text after a quoted value", with("3;a=\"x\"y\r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("whitespace before the line end", with("3;a=b \r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
+        ("bare name then whitespace", with("3;a \r\nabc\r\n"), vec![h(), bad("invalid chunk extension")]),
         (
             "endless leading zeros",
             with(&format!("{}5\r\nhello\r\n", "0".repeat(40))),

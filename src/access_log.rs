@@ -71,7 +71,7 @@ pub fn get() -> Option<&'static AccessLog> {
 }
 
 /// Opens the access log at `spec` (a path, or `-` for stdout) for this
-/// process. Called once, at worker start.
+/// process, and starts its writer thread. Called once, at worker start.
 pub fn init(spec: &str) -> io::Result<&'static AccessLog> {
     let target = if spec == "-" {
         Target::Stdout
@@ -79,7 +79,9 @@ pub fn init(spec: &str) -> io::Result<&'static AccessLog> {
         let path = PathBuf::from(spec);
         Target::File { file: open(&path)?, path }
     };
-    Ok(LOG.get_or_init(|| AccessLog::new(target).expect("socketpair for the access log")))
+    let log = LOG.get_or_init(|| AccessLog::new(target).expect("socketpair for the access log"));
+    log.start_writer()?;
+    Ok(log)
 }
 
 fn open(path: &PathBuf) -> io::Result<File> {
@@ -224,7 +226,7 @@ impl AccessLog {
 
     /// Starts the writer thread, which writes the buffered lines when woken
     /// and every half second, and reopens the file when asked.
-    pub fn start_writer(&'static self) -> io::Result<()> {
+    fn start_writer(&'static self) -> io::Result<()> {
         std::thread::Builder::new().name("access-log".into()).spawn(move || {
             loop {
                 let mut fds = [PollFd::new(self.wake_rx.as_fd(), PollFlags::POLLIN)];

@@ -101,6 +101,12 @@ impl ConnSlot {
             self.idle.store(false, Ordering::SeqCst);
         }
     }
+    /// Shuts the connection's read side: input already queued is still
+    /// read, then the end of stream ends its loop (how idle connections
+    /// are closed by a drain without a reset).
+    fn shut_read(&self) {
+        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Read);
+    }
 }
 
 /// A connection's entry in its worker's registry, through which
@@ -175,7 +181,7 @@ impl ServerState {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for (_, slot) in open.iter() {
             if slot.idle.load(Ordering::SeqCst) {
-                let _ = nix::sys::socket::shutdown(slot.fd, nix::sys::socket::Shutdown::Read);
+                slot.shut_read();
             }
         }
     }
@@ -506,8 +512,7 @@ impl Decoder for RequestDecoder<'_> {
                     // `Connection: close`); then the end of the stream ends
                     // the loop.
                     if self.ex.registration.server.closing_idle.load(Ordering::SeqCst) {
-                        let _ =
-                            nix::sys::socket::shutdown(self.ex.registration.slot.fd, nix::sys::socket::Shutdown::Read);
+                        self.ex.registration.slot.shut_read();
                     }
                 } else {
                     self.ex.registration.slot.set_busy();
@@ -1060,7 +1065,7 @@ fn finish_connection(ex: &Exchange, io: &mut Io, outcome: Outcome) -> bool {
             if let Some(e) = ex.error.get() {
                 log::debug!("rejected request from {:?}: {e}", ex.peer);
                 if head_pending {
-                    encode::encode_plain_close(e.status(), e.detail(), &date::now(), to_head, io.out());
+                    encode::encode_error(e, &date::now(), to_head, io.out());
                     ex.log_access(Some(e.status()));
                     return true;
                 }

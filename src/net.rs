@@ -122,12 +122,18 @@ pub const READABLE: usize = HANGUP | (EpollFlags::EPOLLIN.bits() | EpollFlags::E
 /// stream or an error does not.
 pub fn input_waiting(fd: RawFd) -> bool {
     loop {
-        match recv(fd, &mut [0u8; 1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK) {
+        match peek(fd) {
             Ok(n) => return n > 0,
             Err(nix::Error::EINTR) => {}
             Err(_) => return false,
         }
     }
+}
+
+/// Looks at one byte of `fd`'s input without taking it or waiting: 1 for
+/// data, 0 for the end of the stream.
+fn peek(fd: RawFd) -> nix::Result<usize> {
+    recv(fd, &mut [0u8; 1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK)
 }
 
 /// Every call on a connection is nonblocking; waiting is separate
@@ -142,7 +148,7 @@ impl Stream {
     /// Whether input (or end of stream) is there, without taking it or
     /// needing a buffer: `Ok` if so, `WouldBlock` if not.
     pub fn try_peek(&self) -> io::Result<()> {
-        recv(self.as_raw_fd(), &mut [0u8; 1], MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK)?;
+        peek(self.as_raw_fd())?;
         Ok(())
     }
 

@@ -191,8 +191,7 @@ fn boot(channel: Option<OwnedFd>) -> Result<(Arc<Limits>, Vec<Listener>, UnixStr
         fds.push(fd);
     }
     if let Some(path) = &limits.access_log {
-        let log = crate::access_log::init(path).map_err(|e| BootError::AccessLog(path.clone(), e))?;
-        log.start_writer().map_err(|e| BootError::AccessLog(path.clone(), e))?;
+        crate::access_log::init(path).map_err(|e| BootError::AccessLog(path.clone(), e))?;
     }
     configure_may();
     let listeners =

@@ -473,10 +473,11 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// is holding back behind `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// A complete error response for a request that did not parse (so whether
-/// it was a HEAD is not known: the body is sent); always closes.
-pub fn encode_error(err: Error, date: &[u8], out: &mut Vec<u8>) {
-    encode_plain_close(err.status(), err.detail(), date, false, out);
+/// A complete error response for a rejected request; always closes. To a
+/// HEAD request (`head`: known only when the head parsed and its body
+/// failed), without the body.
+pub fn encode_error(err: Error, date: &[u8], head: bool, out: &mut Vec<u8>) {
+    encode_plain_close(err.status(), err.detail(), date, head, out);
 }
 
 /// A short text/plain response with `Connection: close`. To a HEAD request

@@ -129,7 +129,7 @@ impl Request {
     pub fn query(&self) -> Option<&str> {
         // A `?` inside a fragment starts no query.
         let t = self.target();
-        let t = t.split('#').next().unwrap_or(t);
+        let t = t.split_once('#').map_or(t, |(t, _)| t);
         t.split_once('?').map(|(_, q)| q)
     }
 

@@ -459,7 +459,10 @@ impl Master {
         for socket in &orphans {
             fds.push(PollFd::new(socket.as_fd(), PollFlags::POLLIN));
         }
-        let tick = if self.is_settled() && orphans.is_empty() { IDLE_TICK } else { TICK };
+        // Orphaned sockets need no short tick: they are in the poll set, so
+        // a connection arriving on one wakes us. (A slot removed by SIGTTOU
+        // leaves its socket orphaned for good.)
+        let tick = if self.is_settled() { IDLE_TICK } else { TICK };
         let timeout = PollTimeout::try_from(tick).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
     }

@@ -90,6 +90,27 @@ fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
 }
 
 #[test]
+fn a_master_with_a_removed_slots_socket_still_sleeps_when_idle() {
+    // The removed slot's socket stays in the group for good, so the master
+    // accepts from it for good. It polls that socket, and wakes when a
+    // connection arrives there: nothing about it needs the 50 ms tick of a
+    // master with work in progress (20 wake-ups a second). Settled, it
+    // wakes on its 500 ms tick and the worker's heartbeats: about 4.
+    let server = start("2");
+    server.signal(libc::SIGTTOU);
+    assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
+    // The removed slot's share still arrives through the master.
+    assert_eq!(served_by(&server, 20).values().sum::<usize>(), 20);
+    std::thread::sleep(Duration::from_millis(700));
+    let before = context_switches(server.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let per_second = (context_switches(server.pid()) - before) as f64 / 3.0;
+    assert!(per_second < 10.0, "an idle master woke {per_second:.0} times a second");
+    // And it still wakes for the removed slot's connections.
+    assert_eq!(served_by(&server, 20).values().sum::<usize>(), 20);
+}
+
+#[test]
 fn connections_to_a_killed_workers_socket_are_all_served() {
     let server = start("2");
     let victim = server.worker_pids()[0];

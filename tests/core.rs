@@ -394,19 +394,6 @@ fn pipelined_responses_leave_in_one_write() {
     assert!(delta <= 2, "20 pipelined responses arrived in {delta} segments");
 }
 
-/// Context switches so far of every thread of `pid`.
-fn context_switches(pid: i32) -> u64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("worker's threads");
-    tasks
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
-        .map(|status| {
-            // voluntary_ctxt_switches and nonvoluntary_ctxt_switches
-            let switches = status.lines().filter(|l| l.contains("ctxt_switches:"));
-            switches.filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>()
-        })
-        .sum()
-}
-
 #[test]
 fn an_idle_worker_sleeps_instead_of_polling() {
     // may's event loop polls every 10 ms unless told otherwise: some 110

@@ -516,3 +516,16 @@ pub fn status_json(server: &Server) -> serde_json::Value {
     assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
+
+/// Context switches so far of every thread of `pid`.
+pub fn context_switches(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .map(|status| {
+            // voluntary_ctxt_switches and nonvoluntary_ctxt_switches
+            let switches = status.lines().filter(|l| l.contains("ctxt_switches:"));
+            switches.filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>()
+        })
+        .sum()
+}

@@ -3,6 +3,7 @@
 //! drains when told to stop or when the master disappears.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
@@ -47,9 +48,39 @@ fn orphan_drain_limit() -> Duration {
 /// `--bind`), set in the worker's environment.
 pub const LISTENERS_ENV: &str = "HTTP_CLUSTER_LISTENERS";
 
-/// Why a drain began, when the master is gone (see [`orphan_drain_limit`]).
-const MASTER_GONE: &str = "master closed the channel";
-const CHANNEL_FAILED: &str = "channel failed";
+/// Why a worker stops serving new connections and drains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// The master sent `stop` (shutdown, reload, recycling, SIGTTOU).
+    Asked,
+    /// SIGTERM reached the worker itself.
+    Sigterm,
+    /// The channel closed: the master died.
+    MasterGone,
+    /// Reading or writing the channel failed.
+    ChannelFailed,
+    /// The master sent a line too long to be one of its messages.
+    Garbage,
+}
+
+impl StopReason {
+    /// Nobody bounds this drain but the worker (see [`orphan_drain_limit`]).
+    fn orphaned(self) -> bool {
+        matches!(self, StopReason::MasterGone | StopReason::ChannelFailed)
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StopReason::Asked => "master asked to stop",
+            StopReason::Sigterm => "SIGTERM",
+            StopReason::MasterGone => "master closed the channel",
+            StopReason::ChannelFailed => "channel failed",
+            StopReason::Garbage => "garbage on the channel",
+        })
+    }
+}
 
 /// More listeners than this is a configuration error, not a server.
 const MAX_LISTENERS: usize = 64;
@@ -121,8 +152,8 @@ pub enum BootError {
     Io(io::Error),
 }
 
-impl std::fmt::Display for BootError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BootError::NoChannel => {
                 write!(f, "fd {CHANNEL_FD} is not open: start workers through the http-cluster master")
@@ -267,7 +298,7 @@ fn serve(
     // The master bounds a drain with its graceful timeout (then kills us).
     // Without a master, that bound is ours to keep: a stream that never
     // ends would otherwise keep this process alive for good.
-    let mut give_up_at = [MASTER_GONE, CHANNEL_FAILED].contains(&why).then(|| Instant::now() + orphan_drain_limit());
+    let mut give_up_at = why.orphaned().then(|| Instant::now() + orphan_drain_limit());
     while state.connections.load(Ordering::SeqCst) > 0 {
         if !idle_closed && Instant::now() >= close_idle_at {
             state.close_idle();
@@ -551,7 +582,7 @@ fn supervise(
     state: &ServerState,
     liveness: &mut Liveness,
     adopt: &dyn Fn(OwnedFd),
-) -> (&'static str, Duration) {
+) -> (StopReason, Duration) {
     let _ = channel.set_nonblocking(true);
     let mut trimmed_at = 0;
     let mut last_report = Instant::now();
@@ -561,7 +592,7 @@ fn supervise(
         let timeout = PollTimeout::try_from(control::HEARTBEAT_INTERVAL).unwrap_or(PollTimeout::NONE);
         let _ = poll(&mut fds, timeout);
         if let Ok(Some(_)) = signals.read_signal() {
-            return ("SIGTERM", Duration::ZERO);
+            return (StopReason::Sigterm, Duration::ZERO);
         }
         if let Err(stop) = read_channel(channel, lines, passed, adopt) {
             return stop;
@@ -572,7 +603,7 @@ fn supervise(
                 lot.give_back_memory(&mut trimmed_at);
             }
             if report(channel, state, liveness).is_err() {
-                return (MASTER_GONE, Duration::ZERO);
+                return (StopReason::MasterGone, Duration::ZERO);
             }
         }
     }
@@ -585,20 +616,20 @@ fn read_channel(
     lines: &mut LineBuffer,
     fds: &mut VecDeque<OwnedFd>,
     adopt: &dyn Fn(OwnedFd),
-) -> Result<(), (&'static str, Duration)> {
+) -> Result<(), (StopReason, Duration)> {
     let mut buf = [0u8; 256];
     loop {
         let (n, received) = match fdpass::recv_with_fds(channel.as_fd(), &mut buf) {
             Ok(got) => got,
-            Err(fdpass::RecvFdError::Closed) => return Err((MASTER_GONE, Duration::ZERO)),
+            Err(fdpass::RecvFdError::Closed) => return Err((StopReason::MasterGone, Duration::ZERO)),
             Err(fdpass::RecvFdError::Os(nix::Error::EAGAIN)) => return Ok(()),
-            Err(_) => return Err((CHANNEL_FAILED, Duration::ZERO)),
+            Err(_) => return Err((StopReason::ChannelFailed, Duration::ZERO)),
         };
         fds.extend(received);
-        let msgs = lines.feed(&buf[..n]).map_err(|_| ("garbage on the channel", Duration::ZERO))?;
+        let msgs = lines.feed(&buf[..n]).map_err(|_| (StopReason::Garbage, Duration::ZERO))?;
         for msg in msgs.iter().filter_map(|l| MasterMsg::parse(l)) {
             match msg {
-                MasterMsg::Stop { idle_grace } => return Err(("master asked to stop", idle_grace)),
+                MasterMsg::Stop { idle_grace } => return Err((StopReason::Asked, idle_grace)),
                 MasterMsg::Reopen => reopen_logs(),
                 MasterMsg::Conn => match fds.pop_front() {
                     Some(fd) => {

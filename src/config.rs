@@ -72,8 +72,10 @@ pub struct Limits {
     #[arg(long, env = "HTTP_CLUSTER_MAX_DRAIN_BYTES", default_value_t = 64 * 1024)]
     pub max_drain_bytes: u64,
 
-    /// Time allowed to receive a whole request head, from its first byte
-    /// (slowloris defence).
+    /// Time allowed to receive a whole request head (slowloris defence);
+    /// past it the client gets a 408. A connection's first request counts
+    /// from accept (a PROXY header included), later ones from their first
+    /// byte.
     #[arg(long, env = "HTTP_CLUSTER_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub head_timeout: Duration,
 
@@ -309,9 +311,24 @@ mod tests {
 
     #[test]
     fn defaults_are_the_documented_ones() {
-        let d = Limits::default();
-        assert_eq!(d.max_head_bytes, 16 * 1024);
-        assert_eq!(d.idle_timeout, Duration::from_secs(75));
-        assert_eq!(d.max_headers, 100);
+        // The README's table of limits and timeouts, field by field.
+        let documented = Limits {
+            max_request_line: 8 * 1024,
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1 << 30,
+            max_chunk_ext_bytes: 4 * 1024,
+            max_trailer_bytes: 8 * 1024,
+            max_requests_per_conn: 100_000,
+            max_drain_bytes: 64 * 1024,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            park_idle_after: Duration::from_secs(1),
+            proxy_protocol: false,
+            access_log: None,
+        };
+        assert_eq!(Limits::default(), documented);
     }
 }

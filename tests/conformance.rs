@@ -68,6 +68,9 @@ fn rejected_requests_get_their_status_and_a_close() {
         ("CL over max body", b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n", 413),
         ("chunked over max body", b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3e9\r\n", 413),
         ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+        // The server does not tunnel.
+        ("CONNECT", b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 501),
+        ("CONNECT without a port", b"CONNECT a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
     ];
     for (name, request, status) in cases {
         assert_rejected(&server, name, request, *status);
@@ -89,6 +92,47 @@ fn size_limits_from_flags() {
 }
 
 #[test]
+fn chunked_framing_limits_from_flags() {
+    let server = Server::start(&["--workers", "1", "--max-chunk-ext-bytes", "16", "--max-trailer-bytes", "32"]);
+    let post = |chunks: &str| {
+        format!("POST /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n{chunks}")
+    };
+    // One chunk's extensions (11 bytes) fit; two chunks' together do not.
+    let (ok, _) = one_response(&server, post("2;abcdefghij\r\nhi\r\n0\r\n\r\n").as_bytes());
+    assert_eq!((ok.status, ok.body.as_slice()), (200, &b"hi"[..]));
+    assert_rejected(
+        &server,
+        "chunk extensions",
+        post("2;abcdefghij\r\nhi\r\n2;abcdefghij\r\nhi\r\n0\r\n\r\n").as_bytes(),
+        400,
+    );
+    // One trailer line (23 bytes) fits; two do not.
+    let (ok, _) = one_response(&server, post("2\r\nhi\r\n0\r\nX-Trailer: 0123456789\r\n\r\n").as_bytes());
+    assert_eq!(ok.status, 200);
+    let long = post("2\r\nhi\r\n0\r\nX-Trailer: 0123456789\r\nX-Trailer: 0123456789\r\n\r\n");
+    assert_rejected(&server, "trailers", long.as_bytes(), 431);
+}
+
+#[test]
+fn an_unsized_response_to_http_1_0_is_delimited_by_the_close() {
+    // HTTP/1.0 has no chunked coding: a response without a length is sent
+    // as is, and the end of the connection marks its end, even when the
+    // client asked for keep-alive.
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--", faults.to_str().unwrap()]);
+    for request in [&b"GET /chunked HTTP/1.0\r\n\r\n"[..], b"GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"] {
+        let raw = exchange_raw(&server, request);
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
+        assert!(head.starts_with("HTTP/1.1 200 "), "{text}");
+        let head = head.to_ascii_lowercase();
+        assert!(!head.contains("transfer-encoding") && !head.contains("content-length"), "{text}");
+        assert!(!head.contains("connection: keep-alive"), "{text}");
+        assert_eq!(body, "hello", "the body as written, no chunk framing");
+    }
+}
+
+#[test]
 fn a_smuggled_second_request_is_never_answered() {
     let server = Server::start(&["--workers", "1"]);
     let attack = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
@@ -97,10 +141,13 @@ fn a_smuggled_second_request_is_never_answered() {
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "exactly one response: {text}");
 
-    // The TE.CL variant with a differing duplicate Content-Length.
+    // CL.CL: two differing Content-Lengths, one of which would make the
+    // second request a body. Rejected whole; nothing after it is read.
     let attack = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 36\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
     let raw = exchange_raw(&server, attack);
     let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    assert!(text.contains("Connection: close\r\n"), "{text}");
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "exactly one response: {text}");
 }
 
@@ -140,7 +187,7 @@ fn an_unread_body_is_drained_before_the_next_pipelined_request() {
     // mistaken for the next request.
     reader
         .get_mut()
-        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 27\r\n\r\nGET /evil HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 31\r\n\r\nGET /evil HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     assert_eq!(reader.response(false).unwrap().status, 404);
     let second = reader.response(false).unwrap();
@@ -165,8 +212,10 @@ fn an_undrainable_body_is_announced_in_the_response_head() {
     let resp = reader.response(false).unwrap();
     assert_eq!(resp.status, 404);
     assert_eq!(resp.header("connection"), Some("close"));
-    let _ = reader.get_mut().write_all(&vec![b'x'; 100_000]);
-    assert!(reader.at_eof() || reader.response(false).is_err());
+    reader.get_mut().write_all(&vec![b'x'; 100_000]).unwrap();
+    // The server lingers, discarding what comes, then closes: a FIN after
+    // our last byte, not a reset.
+    assert_eq!(reader.ending(), Ending::Closed);
 }
 
 #[test]
@@ -177,7 +226,10 @@ fn an_unread_body_over_the_drain_limit_closes_the_connection() {
     reader.get_mut().write_all(&vec![b'x'; 5000]).unwrap();
     let resp = reader.response(false).unwrap();
     assert_eq!(resp.status, 404);
-    assert!(reader.at_eof() || reader.response(false).is_err(), "closed rather than draining 100 kB");
+    assert_eq!(resp.header("connection"), Some("close"), "the unread body is over the drain limit");
+    // Closed, rather than waiting for the other 95 kB of the body: a
+    // server that kept the connection to drain it would time out the read.
+    assert_eq!(reader.ending(), Ending::Closed);
 }
 
 #[test]
@@ -301,7 +353,9 @@ fn slowloris_connections_do_not_delay_others_and_are_closed() {
         slowest = slowest.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(slowest < Duration::from_millis(500), "a normal request took {slowest:?} during the slowloris");
+    // Served in far less than the 3 s head timeout the trickles could
+    // hold a worker for.
+    assert!(slowest < Duration::from_secs(2), "a normal request took {slowest:?} during the slowloris");
     // Past the head timeout every trickling connection was closed (a 408,
     // then EOF), whether or not our writes noticed yet.
     for (i, s) in trickles.iter_mut().enumerate() {
@@ -327,7 +381,8 @@ fn a_client_that_half_closes_after_its_request_is_answered_and_closed_at_once() 
         s.read_to_end(&mut got).unwrap();
         let took = started.elapsed();
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200 "), "{}", String::from_utf8_lossy(&got));
-        assert!(took < Duration::from_millis(500), "connection {i} closed after {took:?}");
+        // Missing the FIN would mean waiting for the next 1 s timer.
+        assert!(took < Duration::from_millis(900), "connection {i} closed after {took:?}");
     }
 }
 

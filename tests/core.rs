@@ -10,7 +10,7 @@ use std::time::Duration;
 use util::*;
 
 #[test]
-fn every_worker_serves_the_one_socket_the_master_bound() {
+fn every_worker_holds_the_one_socket_the_master_bound() {
     // The seed's design, kept as --balance shared (reuseport: tests/balance.rs).
     let server = Server::start(&["--workers", "3", "--balance", "shared"]);
     assert_eq!(server.banner, format!("http-cluster listening on http://{} (3 workers)", server.addr));
@@ -176,14 +176,15 @@ fn curl_gets_hello_and_chunked_echo() {
         .arg(server.url("/echo")));
     assert!(ok);
     assert_eq!(out, b"streamed body");
-    // Several URLs on one curl invocation reuse the connection.
+    // Several URLs on one curl invocation reuse the connection: curl
+    // reports one new connection for the first transfer, none after.
     let (ok, out) = run(Command::new("curl")
-        .args(["-sS", "--fail"])
+        .args(["-sS", "--fail", "-w", " %{num_connects}\n"])
         .arg(server.url("/"))
         .arg(server.url("/"))
         .arg(server.url("/")));
     assert!(ok);
-    assert_eq!(out, b"Hello, world!Hello, world!Hello, world!");
+    assert_eq!(String::from_utf8_lossy(&out), "Hello, world! 1\nHello, world! 0\nHello, world! 0\n");
 }
 
 #[test]
@@ -197,6 +198,8 @@ for i in range(5):
     c.request("GET", "/")
     r = c.getresponse()
     assert r.status == 200 and r.read() == b"Hello, world!", i
+    if i == 0:
+        sock = c.sock
 c.request("HEAD", "/")
 r = c.getresponse(); assert r.status == 200 and r.read() == b"" and r.getheader("Content-Length") == "13"
 c.request("POST", "/echo", body=b"x" * 100000)
@@ -205,6 +208,9 @@ c.request("POST", "/echo", body=iter([b"abc", b"def"]), encode_chunked=True)
 r = c.getresponse(); assert r.read() == b"abcdef"
 c.request("GET", "/missing")
 r = c.getresponse(); assert r.status == 404; r.read()
+# http.client reconnects silently when a server closes: the same socket
+# means every request went over one connection.
+assert c.sock is sock, "reconnected"
 print("ok")
 "#,
         port = server.addr.port()
@@ -245,14 +251,41 @@ fn sigterm_stops_everything_and_exits_zero() {
 }
 
 #[test]
-fn sigint_stops_everything_too() {
-    let mut server = Server::start(&["--workers", "2"]);
-    let workers = server.worker_pids();
+fn sigint_and_sigquit_stop_at_once_without_waiting_for_requests() {
+    let faults = bin("faults");
+    for signal in [libc::SIGINT, libc::SIGQUIT] {
+        let mut server = Server::start(&["--workers", "2", "--", faults.to_str().unwrap()]);
+        let workers = server.worker_pids();
+        // In flight for 30 s, as long as the graceful timeout: a graceful
+        // stop would wait for it.
+        let mut busy = Reader::new(server.connect());
+        busy.get_mut().write_all(b"GET /sleep?30000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        server.signal(signal);
+        assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0), "signal {signal}");
+        for pid in workers {
+            assert!(!alive(pid), "worker {pid} is gone");
+        }
+        assert!(busy.response(false).is_err(), "the in-flight request was cut off, not answered");
+    }
+}
+
+#[test]
+fn sigint_during_a_graceful_stop_stops_at_once() {
+    let faults = bin("faults");
+    let mut server = Server::start(&["--workers", "1", "--", faults.to_str().unwrap()]);
+    let mut busy = Reader::new(server.connect());
+    busy.get_mut().write_all(b"GET /sleep?30000 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    // Draining, waiting for the 30 s request...
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(server.pid()));
+    // ...until the operator loses patience.
     server.signal(libc::SIGINT);
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
-    for pid in workers {
-        assert!(!alive(pid), "worker {pid} is gone");
-    }
+    assert!(server.stderr().contains("SIGINT: stopping now"), "{}", server.stderr());
+    assert!(busy.response(false).is_err());
 }
 
 #[test]
@@ -269,6 +302,22 @@ fn a_panicking_handler_ends_only_its_connection() {
     bystander.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let after = bystander.response(false).unwrap();
     assert_eq!(before.body, after.body, "same worker process, same keep-alive connection still served");
+}
+
+#[test]
+fn a_handler_that_panics_mid_response_gets_its_connection_closed_without_a_500() {
+    // The head and part of the body are on the wire: a 500 now would be
+    // read as body bytes. The connection just ends, short, and the
+    // pipelined request behind it is not answered.
+    let faults = bin("faults");
+    let server = Server::start(&["--workers", "1", "--", faults.to_str().unwrap()]);
+    let out = exchange_raw(&server, b"GET /panic-late HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+    assert!(text.contains("\r\nContent-Length: 10\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n12345"), "the 5 bytes sent, then the end: {text:?}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert_eq!(get(&server, "/").status, 200, "the worker serves on");
 }
 
 /// The server's own 500 for a HEAD request has the head a GET would get and

@@ -112,13 +112,14 @@ fn files_refuses_to_boot_without_a_directory() {
     for (root, why) in
         [(site.path("nope"), "No such file or directory"), (site.path("root/style.css"), "not a directory")]
     {
-        let out = Command::new(bin("http-cluster"))
-            .args(["--bind", "127.0.0.1:0", "--workers", "1", "--", &program("files")])
-            .arg(&root)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{err}");
+        let (status, err) = master_exit(
+            Command::new(bin("http-cluster"))
+                .args(["--bind", "127.0.0.1:0", "--workers", "1", "--control-socket", "none", "--"])
+                .arg(program("files"))
+                .arg(&root),
+            Duration::from_secs(10),
+        );
+        assert!(!status.success(), "{err}");
         assert!(err.contains(&format!("files: cannot serve {}: {why}", root.display())), "{err}");
         assert!(err.contains("failed to boot (exit code 4)"), "EXIT_APP_ERROR, no respawn loop: {err}");
     }
@@ -490,8 +491,8 @@ print("ok")
 fn stream_sleeping_events_do_not_hold_up_other_connections() {
     let server = stream_server();
     let mut events = Reader::new(server.connect());
-    events.get_mut().write_all(b"GET /events?count=2&interval_ms=1500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    // Wait for the first event: the handler is now sleeping for 1.5 s on
+    events.get_mut().write_all(b"GET /events?count=2&interval_ms=10000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    // Wait for the first event: the handler is now sleeping for 10 s on
     // the worker's only thread.
     let mut first = [0u8; 1];
     events.get_mut().read_exact(&mut first).unwrap();
@@ -499,7 +500,7 @@ fn stream_sleeping_events_do_not_hold_up_other_connections() {
     for _ in 0..3 {
         let t = Instant::now();
         assert_eq!(get(&server, "/bytes?n=3").body, [0, 1, 2]);
-        assert!(t.elapsed() < Duration::from_millis(700), "answered in {:?} while an SSE stream sleeps", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(3), "answered in {:?} while an SSE stream sleeps", t.elapsed());
     }
 }
 
@@ -626,15 +627,16 @@ print("ok")
     assert_eq!(python(&script).as_deref(), Ok("ok\n"), "python JSON client");
 
     // curl with Expect: 100-continue: reading the body asks for it at once
-    // (curl would otherwise wait a second before sending it anyway).
+    // (told to wait 10 s for it, curl would otherwise send the body then).
     let t = Instant::now();
     let (ok, out) = run(Command::new("curl")
-        .args(["-sS", "--fail", "-H", "Content-Type: application/json", "-H", "Expect: 100-continue"])
+        .args(["-sS", "--fail", "--expect100-timeout", "10"])
+        .args(["-H", "Content-Type: application/json", "-H", "Expect: 100-continue"])
         .args(["--data-binary", r#"{"name":"curl"}"#])
         .arg(server.url("/api/greet")));
     assert!(ok);
     assert_eq!(out, br#"{"greeting":"Hello, curl!"}"#);
-    assert!(t.elapsed() < Duration::from_millis(900), "100 Continue was sent: {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(5), "100 Continue was sent: {:?}", t.elapsed());
 }
 
 /// Path, Content-Type, body; status and the start of the error message.

@@ -48,21 +48,28 @@ fn a_killed_worker_is_replaced_and_only_its_own_connections_fail() {
     for (pid, err) in &report.failures {
         assert_eq!(*pid, Some(victim), "a connection not on the killed worker failed: {err}");
     }
-    assert!(latency < Duration::from_secs(2), "respawn took {latency:?}");
+    // Replaced at once: a first crash gets no backoff.
+    let log = server.stderr();
+    let exit_line = log
+        .lines()
+        .find(|l| l.contains(&format!("(pid {victim}) ")) && l.contains("respawning"))
+        .expect("the exit is logged");
+    assert!(exit_line.ends_with("respawning in 0ns"), "{exit_line}");
+    assert!(latency < Duration::from_secs(5), "respawn took {latency:?}");
     assert_eq!(server.worker_pids().len(), 2);
 }
 
 #[test]
 fn connections_queue_in_the_kernel_while_no_worker_is_alive() {
-    let faults = faults();
-    let server = Server::start(&["--workers", "1", "--", &faults]);
+    // The only worker is killed, and its replacement takes 2 s to boot:
+    // connections made meanwhile find no worker at all. They wait in the
+    // listen queue the master owns and are served by the replacement.
+    let slow = SlowRespawn::new("no-worker", Duration::from_secs(2));
+    let server = Server::start(&["--workers", "1", "--", slow.program.to_str().unwrap()]);
     let pid = server.worker_pids()[0];
-    // The only worker blocks its thread, then we kill it: connections made
-    // meanwhile wait in the listen queue and are served by the replacement.
-    let mut blocker = server.connect();
-    blocker.write_all(b"GET /block?300 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    slow.arm();
     kill(pid, libc::SIGKILL);
+    let killed_at = std::time::Instant::now();
     let clients: Vec<_> = (0..5)
         .map(|_| {
             let addr = server.addr;
@@ -70,13 +77,17 @@ fn connections_queue_in_the_kernel_while_no_worker_is_alive() {
                 let mut s = std::net::TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
                 s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-                Reader::new(s).response(false).map(|r| r.status)
+                Reader::new(s).response(false).map(|r| (r.status, String::from_utf8_lossy(&r.body).into_owned()))
             })
         })
         .collect();
     for c in clients {
-        assert_eq!(c.join().unwrap().unwrap(), 200, "queued connection served by the replacement");
+        let (status, body) = c.join().unwrap().unwrap();
+        assert_eq!(status, 200);
+        let by: i32 = body.trim().strip_prefix("ok ").and_then(|p| p.parse().ok()).expect("faults names its pid");
+        assert!(by != pid && server.worker_pids().contains(&by), "served by the replacement, not {by}");
     }
+    assert!(killed_at.elapsed() >= Duration::from_millis(1900), "they waited for the replacement to boot");
 }
 
 #[test]
@@ -185,14 +196,16 @@ fn sigterm_refuses_new_connections_while_in_flight_requests_finish() {
     let faults = faults();
     let mut server = Server::start(&["--workers", "2", "--", &faults]);
     let mut slow = Reader::new(server.connect());
-    slow.get_mut().write_all(b"GET /sleep?1500 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    slow.get_mut().write_all(b"GET /sleep?5000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     std::thread::sleep(Duration::from_millis(200));
     server.signal(libc::SIGTERM);
     let addr = server.addr;
-    let refused = wait_until(Duration::from_secs(1), || {
+    let refused = wait_until(Duration::from_secs(3), || {
         std::net::TcpStream::connect(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
     });
     assert!(refused, "new connections are refused during the drain");
+    // Refused while the server still runs: the request has seconds to go.
+    assert!(alive(server.pid()), "refused only because the server had exited");
     let resp = slow.response(false).unwrap();
     assert_eq!((resp.status, resp.header("connection")), (200, Some("close")));
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
@@ -230,6 +243,7 @@ fn master_signals_sent_to_the_whole_group_do_not_hurt_workers() {
     std::thread::sleep(Duration::from_millis(300));
     for pid in &workers {
         assert!(alive(*pid), "worker {pid} survived master-only signals");
+        assert!(!stopped(*pid), "worker {pid} was stopped by SIGTTIN/SIGTTOU's default action");
     }
     assert_eq!(get(&server, "/").status, 200);
 }
@@ -280,16 +294,40 @@ fn workers_that_cannot_boot_stop_the_respawn_loop() {
     // fd 3 closed before exec: the worker cannot take the socket.
     let hello = bin("hello");
     let program = format!("exec 3<&-; exec {}", hello.display());
-    cmd.args(["--bind", "127.0.0.1:0", "--workers", "2", "--", "/bin/sh", "-c", &program]);
-    let t = Instant::now();
-    let out = cmd.output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(10));
+    cmd.args(["--bind", "127.0.0.1:0", "--workers", "2", "--control-socket", "none", "--", "/bin/sh", "-c", &program]);
+    let (status, err) = master_exit(&mut cmd, Duration::from_secs(10));
+    assert!(!status.success(), "{err}");
     assert!(err.contains("fd 3 is not open"), "{err}");
     assert!(err.contains("failed to boot (exit code 3)"), "{err}");
     assert!(err.contains("no worker could boot"), "{err}");
     assert_eq!(err.matches("spawned").count(), 2, "each slot tried once, no respawn loop:\n{err}");
+}
+
+#[test]
+fn settings_out_of_their_bounds_are_refused_at_start() {
+    for (flag, value, why) in [
+        ("--worker-timeout", "1s", "at least 2s"),
+        ("--max-headers", "300", "300"),
+        ("--max-head-bytes", "2000000", "2000000"),
+        ("--head-timeout", "2y", "2y"),
+    ] {
+        let (status, err) = master_exit(
+            std::process::Command::new(bin("http-cluster")).args([
+                "--bind",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--control-socket",
+                "none",
+                flag,
+                value,
+            ]),
+            Duration::from_secs(10),
+        );
+        assert_eq!(status.code(), Some(2), "a usage error: {err}");
+        assert!(err.contains(flag) && err.contains(why), "{err}");
+        assert!(!err.contains("spawned"), "no worker started: {err}");
+    }
 }
 
 /// A worker program that cannot even be started (missing, or not
@@ -302,27 +340,12 @@ fn a_worker_program_that_cannot_be_spawned_stops_the_master() {
     let not_executable = dir.join("worker");
     std::fs::write(&not_executable, "not a program").unwrap();
     for program in [dir.join("missing"), not_executable] {
-        let mut master = std::process::Command::new(bin("http-cluster"))
-            .args(["--bind", "127.0.0.1:0", "--workers", "2", "--"])
-            .arg(&program)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        let status = loop {
-            if let Some(status) = master.try_wait().unwrap() {
-                break status;
-            }
-            if t.elapsed() > Duration::from_secs(10) {
-                let _ = master.kill();
-                let _ = master.wait();
-                panic!("the master still runs after 10 s with {}", program.display());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut err = String::new();
-        std::io::Read::read_to_string(master.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let (status, err) = master_exit(
+            std::process::Command::new(bin("http-cluster"))
+                .args(["--bind", "127.0.0.1:0", "--workers", "2", "--control-socket", "none", "--"])
+                .arg(&program),
+            Duration::from_secs(10),
+        );
         assert!(!status.success(), "{err}");
         assert!(err.contains("cannot spawn"), "{err}");
         assert!(err.contains("no worker could boot"), "{err}");
@@ -352,15 +375,37 @@ fn a_crash_looping_worker_backs_off() {
 
 #[test]
 fn ttin_and_ttou_scale_the_cluster() {
-    let server = Server::start(&["--workers", "2"]);
+    let server = Server::start(&["--workers", "2", "--", &faults()]);
+    let first = server.worker_pids();
     server.signal(libc::SIGTTIN);
     assert!(wait_until(Duration::from_secs(5), || server.worker_pids().len() == 3
         && server.stderr().matches(") ready").count() == 3));
     let three = server.worker_pids();
+    // SIGTTOU removes the last slot: the worker SIGTTIN added. Give it a
+    // request in flight first, on a connection it serves.
+    let added = *three.iter().find(|p| !first.contains(p)).unwrap();
+    let mut slow = (0..100)
+        .map(|_| {
+            let mut r = Reader::new(server.connect());
+            r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            let body = String::from_utf8(r.response(false).unwrap().body).unwrap();
+            (r, body)
+        })
+        .find(|(_, body)| body.trim() == format!("ok {added}"))
+        .map(|(r, _)| r)
+        .expect("a connection reaches the added worker");
+    slow.get_mut().write_all(b"GET /sleep?2000 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     server.signal(libc::SIGTTOU);
+    assert!(wait_until(Duration::from_secs(5), || server.draining_logged(added)), "{}", server.stderr());
+    assert!(alive(added), "it drains before it goes");
+    let done = slow.response(false).unwrap();
+    assert_eq!((done.status, done.header("connection")), (200, Some("close")), "its in-flight request completes");
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 2), "{}", server.stderr());
-    let two = server.worker_pids();
-    assert!(two.iter().all(|p| three.contains(p)));
+    let (mut now, mut first) = (server.worker_pids(), first);
+    now.sort();
+    first.sort();
+    assert_eq!(now, first, "the first two workers serve on");
     assert!(server.stderr().contains("scaling down to 2 workers"));
     assert_eq!(get(&server, "/").status, 200);
 }

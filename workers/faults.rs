@@ -1,6 +1,8 @@
 //! A worker whose handlers misbehave on request, for the tests of fault
 //! isolation and supervision:
 //! - `/panic` panics in the handler (only that connection may suffer);
+//! - `/panic-late` sends a head declaring 10 body bytes and 5 of them,
+//!   then panics (too late for a 500);
 //! - `/sleep?MS` answers after MS milliseconds (a slow in-flight request);
 //! - `/block?MS` blocks the worker's OS thread for MS milliseconds (what a
 //!   handler calling a blocking API does: heartbeats stop);
@@ -25,6 +27,12 @@ fn app(read: &Requests, write: &Responses) -> std::io::Result<()> {
         let ms: u64 = req.query().and_then(|q| q.parse().ok()).unwrap_or(0);
         match req.path() {
             "/panic" => panic!("handler panicked on purpose"),
+            "/panic-late" => {
+                write.head(Response::new(200).content_length(10))?;
+                write.body(b"12345")?;
+                write.flush()?;
+                panic!("handler panicked on purpose, mid-body");
+            }
             "/sleep" => may::coroutine::sleep(Duration::from_millis(ms)),
             "/block" => std::thread::sleep(Duration::from_millis(ms)),
             "/exit" => std::process::exit(1),

@@ -196,6 +196,11 @@ pub fn alive(pid: i32) -> bool {
     stat_fields(format!("/proc/{pid}/stat")).is_some_and(|f| f.first().is_some_and(|state| state != "Z"))
 }
 
+/// Stopped by a signal (SIGSTOP, or SIGTTIN/SIGTTOU's default action).
+pub fn stopped(pid: i32) -> bool {
+    stat_fields(format!("/proc/{pid}/stat")).is_some_and(|f| f.first().is_some_and(|state| state == "T"))
+}
+
 /// One parsed response.
 #[derive(Debug, Clone)]
 pub struct Resp {
@@ -212,6 +217,15 @@ impl Resp {
 
 /// Reads HTTP responses from a stream, keeping leftover bytes between
 /// calls (pipelining).
+/// How a server ended a connection (see [`Reader::ending`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// An orderly close (FIN).
+    Closed,
+    /// A reset: what was in flight may be lost.
+    Reset,
+}
+
 pub struct Reader<R> {
     inner: R,
     buf: Vec<u8>,
@@ -317,6 +331,19 @@ impl<R: Read> Reader<R> {
         self.buf.is_empty() && matches!(self.fill(), Ok(0))
     }
 
+    /// How the peer ends the connection after what was read: closed or
+    /// reset. Panics if more bytes come, or if neither happens within the
+    /// read timeout (a server that keeps the connection open).
+    pub fn ending(&mut self) -> Ending {
+        assert!(self.buf.is_empty(), "bytes before the end: {:?}", String::from_utf8_lossy(&self.buf));
+        match self.fill() {
+            Ok(0) => Ending::Closed,
+            Ok(_) => panic!("more bytes instead of the end: {:?}", String::from_utf8_lossy(&self.buf)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ending::Reset,
+            Err(e) => panic!("the connection was neither closed nor reset: {e}"),
+        }
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -330,13 +357,21 @@ pub fn get(server: &Server, path: &str) -> Resp {
 }
 
 /// Sends `request` on a fresh connection and reads everything until the
-/// server closes (bounded by IO_TIMEOUT).
+/// server closes or resets it; panics if it does neither within IO_TIMEOUT.
 pub fn exchange_raw(server: &Server, request: &[u8]) -> Vec<u8> {
     let mut s = server.connect();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    out
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!("the server kept the connection open ({e}) after {:?}", String::from_utf8_lossy(&out)),
+        }
+    }
 }
 
 /// Replaces the Date header value so responses compare byte for byte.
@@ -517,15 +552,80 @@ pub fn status_json(server: &Server) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
 }
 
-/// Context switches so far of every thread of `pid`.
+/// Voluntary context switches so far of every thread of `pid`: how often
+/// it went to sleep (waits, polls), not how often others preempted it.
 pub fn context_switches(pid: i32) -> u64 {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
         .map(|status| {
-            // voluntary_ctxt_switches and nonvoluntary_ctxt_switches
-            let switches = status.lines().filter(|l| l.contains("ctxt_switches:"));
+            let switches = status.lines().filter(|l| l.starts_with("voluntary_ctxt_switches:"));
             switches.filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum::<u64>()
         })
         .sum()
+}
+
+/// A worker program that runs `faults`, but once `marker` exists waits
+/// `delay` before it starts: a replacement worker that is slow to boot, so
+/// a slot stays without a worker for that long.
+pub struct SlowRespawn {
+    pub program: PathBuf,
+    pub marker: PathBuf,
+}
+
+impl SlowRespawn {
+    pub fn new(what: &str, delay: Duration) -> SlowRespawn {
+        let program = temp_path(&format!("{what}.sh"));
+        let marker = temp_path(&format!("{what}.slow"));
+        let _ = std::fs::remove_file(&marker);
+        let text = format!(
+            "#!/bin/sh\nif [ -e '{}' ]; then sleep {}; fi\nexec '{}' \"$@\"\n",
+            marker.display(),
+            delay.as_secs_f64(),
+            bin("faults").display()
+        );
+        // Written under another name and renamed: a file still open for
+        // writing cannot be executed (ETXTBSY).
+        let tmp = program.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &program).unwrap();
+        SlowRespawn { program, marker }
+    }
+
+    /// From now on, workers started take `delay` to boot.
+    pub fn arm(&self) {
+        std::fs::write(&self.marker, b"").unwrap();
+    }
+}
+
+/// Runs a master that must exit on its own within `within` (a refused
+/// configuration, workers that cannot boot): its exit status and stderr.
+/// Past the deadline it and its children are killed and the test fails,
+/// so a regression fails instead of hanging the suite.
+pub fn master_exit(cmd: &mut Command, within: Duration) -> (std::process::ExitStatus, String) {
+    let mut master = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start the master");
+    let mut pipe = master.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = master.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > within {
+            for pid in children_of(master.id() as i32) {
+                // SAFETY: kill(2) on a child of the master this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            let _ = master.kill();
+            let _ = master.wait();
+            panic!("the master still ran after {within:?}:\n{}", stderr.join().unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status, stderr.join().unwrap())
 }

@@ -39,7 +39,8 @@ struct Cli {
     /// SO_REUSEPORT socket per worker slot, spread by hash; the master serves
     /// the queue of a slot whose worker is down or stalled) or `shared` (one
     /// socket; the kernel wakes the worker that waited last, so keep-alive
-    /// load piles up: 1.20x the fair share at wrk -c64, against 1.02x).
+    /// load piles up on one worker: 1.2-1.55x its fair share at wrk -c64 in
+    /// our runs, against 1.03x).
     #[arg(long, env = "HTTP_CLUSTER_BALANCE", value_enum, default_value = "reuseport", help_heading = "Listening")]
     balance: Balance,
 

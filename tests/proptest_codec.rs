@@ -1,7 +1,9 @@
 //! Property: any valid request stream, split anywhere, decodes to the
-//! requests and bodies that were encoded.
+//! requests and bodies that were encoded, and each head to the header
+//! fields that were sent.
 
 use http_cluster::Limits;
+use http_cluster::proto::head;
 use http_cluster::proto::stream::{Event, decode_pieces};
 use proptest::prelude::*;
 
@@ -70,6 +72,19 @@ fn encode(r: &Req) -> Vec<u8> {
     out
 }
 
+fn expected_fields(r: &Req) -> Vec<(String, Vec<u8>)> {
+    let mut fields = vec![("Host".to_string(), b"example".to_vec())];
+    fields.extend(r.headers.iter().map(|(n, v)| (n.clone(), v.as_bytes().to_vec())));
+    if r.close {
+        fields.push(("Connection".to_string(), b"close".to_vec()));
+    }
+    fields.push(match &r.chunks {
+        None => ("Content-Length".to_string(), r.body.len().to_string().into_bytes()),
+        Some(_) => ("Transfer-Encoding".to_string(), b"chunked".to_vec()),
+    });
+    fields
+}
+
 fn expected(reqs: &[Req]) -> Vec<Event> {
     let mut ev = Vec::new();
     for r in reqs {
@@ -103,5 +118,13 @@ proptest! {
         pieces.push(&wire[last..]);
         let got = decode_pieces(pieces.iter().copied(), &Limits::default());
         prop_assert_eq!(got, expected(&reqs));
+        // The head's fields, in order, names as sent, values without the
+        // whitespace around them.
+        for r in &reqs {
+            let (req, _) = head::parse(&encode(r), &Limits::default()).unwrap().expect("a whole head");
+            let fields: Vec<(String, Vec<u8>)> =
+                req.headers().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+            prop_assert_eq!(fields, expected_fields(r));
+        }
     }
 }

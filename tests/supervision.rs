@@ -171,6 +171,51 @@ fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A reload whose program has vanished cannot even spawn the replacement.
+/// The old worker keeps its slot, and the slot stays an ordinary one: not
+/// halted (its worker is respawned if it dies later) and not waiting for a
+/// respawn (which would keep the master on its short tick for good).
+#[test]
+fn a_reload_whose_program_is_gone_leaves_the_slot_as_it_was() {
+    let dir = temp_path("vanishing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("worker.sh");
+    let install = || {
+        let tmp = dir.join("worker.sh.tmp");
+        std::fs::write(&tmp, format!("#!/bin/sh\nexec {} \"$@\"\n", faults())).unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &script).unwrap();
+    };
+    install();
+    let server = Server::start(&["--workers", "1", "--", script.to_str().unwrap()]);
+    let old = server.worker_pids()[0];
+    std::fs::remove_file(&script).unwrap();
+    server.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || server.stderr().contains("rolled back")), "{}", server.stderr());
+    assert!(server.stderr().contains("could not be spawned"), "{}", server.stderr());
+    assert_eq!(get(&server, "/").status, 200);
+    // Settled: the 500 ms tick and the heartbeats, about 4 wake-ups a
+    // second, not the 20 of a master waiting to respawn.
+    std::thread::sleep(Duration::from_millis(700));
+    let before = context_switches(server.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let per_second = (context_switches(server.pid()) - before) as f64 / 3.0;
+    assert!(per_second < 10.0, "the master woke {per_second:.0} times a second after the failed reload");
+    // The program is back and the old worker dies: its slot is respawned.
+    install();
+    kill(old, libc::SIGKILL);
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .worker_pids()
+            .iter()
+            .any(|&p| p != old && server.ready_logged(p))),
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(get(&server, "/").status, 200);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn sigterm_finishes_a_slow_in_flight_request() {
     let faults = faults();

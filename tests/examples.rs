@@ -90,6 +90,10 @@ fn site(test: &str) -> Scratch {
     base.write("root/data.bin", &pattern(DATA_LEN));
     base.write("root/sub/index.html", b"<h1>sub</h1>\n");
     base.write("root/sub/page.html", b"<p>page</p>\n");
+    base.write("root/.env", b"top secret=1\n");
+    base.write("root/.git/config", b"top secret config\n");
+    base.write("root/sub/.htpasswd", b"top secret:hash\n");
+    base.write("root/.well-known/security.txt", b"Contact: a@b\n");
     std::fs::create_dir_all(base.path("root/empty")).unwrap();
     let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, base.path(name)).unwrap();
     link("style.css", "root/in.css");
@@ -205,15 +209,31 @@ fn files_conditional_requests_answer_304() {
         // If-None-Match decides alone when present (RFC 9110 §13.2.2).
         (&[("If-None-Match", "\"stale\""), ("If-Modified-Since", &modified)], 200),
         (&[("If-None-Match", &etag), ("If-Modified-Since", earlier)], 304),
+        // A field on two lines is one list (RFC 9110 §5.3).
+        (&[("If-None-Match", "\"stale\""), ("If-None-Match", &etag)], 304),
+        // Preconditions come first (§13.2.2): If-Match compares strongly,
+        // If-Unmodified-Since only counts without it.
+        (&[("If-Match", &etag)], 200),
+        (&[("If-Match", "*")], 200),
+        (&[("If-Match", "\"stale\"")], 412),
+        (&[("If-Match", &weak)], 412),
+        (&[("If-Match", "\"stale\""), ("If-Match", &etag)], 200),
+        (&[("If-Unmodified-Since", &modified)], 200),
+        (&[("If-Unmodified-Since", earlier)], 412),
+        (&[("If-Unmodified-Since", "not a date")], 200),
+        (&[("If-Match", &etag), ("If-Unmodified-Since", earlier)], 200),
+        (&[("If-Match", "\"stale\""), ("If-None-Match", &etag)], 412),
     ];
     for (headers, status) in cases {
         let resp = ask(&server, "GET", "/notes.txt", headers);
         assert_eq!(resp.status, *status, "{headers:?}");
-        assert_eq!(resp.header("etag"), Some(etag.as_str()), "{headers:?}");
-        if *status == 304 {
-            assert!(resp.body.is_empty());
-        } else {
-            assert_eq!(resp.body, b"0123456789abcdefghij");
+        if *status != 412 {
+            assert_eq!(resp.header("etag"), Some(etag.as_str()), "{headers:?}");
+        }
+        match status {
+            304 => assert!(resp.body.is_empty()),
+            412 => assert_eq!(resp.body, b"precondition failed: the file has changed\n"),
+            _ => assert_eq!(resp.body, b"0123456789abcdefghij"),
         }
     }
     let raw = exchange_raw(
@@ -264,13 +284,18 @@ fn files_single_ranges_206_416_and_if_range() {
         let resp = ask(&server, "GET", "/notes.txt", &[("Range", range)]);
         assert_eq!((resp.status, resp.body.as_slice()), (200, &body[..]), "{range}");
     }
+    // Two Range lines are two ranges: the whole file too.
+    let two = ask(&server, "GET", "/notes.txt", &[("Range", "bytes=0-1"), ("Range", "bytes=5-6")]);
+    assert_eq!((two.status, two.body.as_slice()), (200, &body[..]));
     // HEAD ignores Range (ranges are defined for GET).
     let head = ask(&server, "HEAD", "/notes.txt", &[("Range", "bytes=0-1")]);
     assert_eq!((head.status, head.header("content-length")), (200, Some("20")));
     // If-Range: the current ETag keeps the range, a stale one or a weak
     // one gets the whole (new) file.
     let weak = format!("W/{etag}");
-    for (if_range, status) in [(etag.as_str(), 206), ("\"stale\"", 200), (weak.as_str(), 200)] {
+    // If-Range holds one tag, not a list.
+    let listed = format!("\"stale\", {etag}");
+    for (if_range, status) in [(etag.as_str(), 206), ("\"stale\"", 200), (weak.as_str(), 200), (listed.as_str(), 200)] {
         let resp = ask(&server, "GET", "/notes.txt", &[("Range", "bytes=0-1"), ("If-Range", if_range)]);
         assert_eq!(resp.status, status, "If-Range {if_range}");
     }
@@ -315,6 +340,13 @@ fn files_never_serve_outside_the_root() {
         assert_eq!(resp.status, 404, "{path}");
         assert!(!secret(&resp), "{path}");
     }
+    // Hidden names are not published, but for .well-known.
+    for path in ["/.env", "/.git/config", "/sub/.htpasswd", "/%2eenv"] {
+        let resp = ask(&server, "GET", path, &[]);
+        assert_eq!(resp.status, 404, "{path}");
+        assert!(!secret(&resp), "{path}");
+    }
+    assert_eq!(ask(&server, "GET", "/.well-known/security.txt", &[]).body, b"Contact: a@b\n");
     // Symlinks within the root are followed; %2F is a separator.
     let linked = ask(&server, "GET", "/in.css", &[]);
     assert_eq!((linked.status, linked.body.as_slice()), (200, &b"body { color: red }\n"[..]));
@@ -480,6 +512,13 @@ assert r.read() == b"id: 2\ndata: tick 2\n\nid: 3\ndata: tick 3\n\n"
 c.request("GET", "/events?count=4&interval_ms=0", headers={{"Last-Event-ID": "3"}})
 r = c.getresponse()
 assert r.status == 204 and r.read() == b"", r.status
+# Ids this server never sent start the stream over: one past the last,
+# the largest number there is (no overflow), and not a number.
+everything = b"".join(b"id: %d\ndata: tick %d\n\n" % (i, i) for i in range(4))
+for bogus in ["4", "18446744073709551615", "x"]:
+    c.request("GET", "/events?count=4&interval_ms=0", headers={{"Last-Event-ID": bogus}})
+    r = c.getresponse()
+    assert r.status == 200 and r.read() == everything, bogus
 print("ok")
 "#,
         port = server.addr.port()

@@ -12,16 +12,21 @@
 //!   download of any size costs one buffer; a client that reads slowly
 //!   parks only its own coroutine (the write waits for the socket).
 //! - **Validators**: `ETag` (from size and modification time) and
-//!   `Last-Modified`. `If-None-Match` (weak comparison, `*` too) or, only
+//!   `Last-Modified`. First the preconditions of a write-safe client:
+//!   `If-Match` (strong comparison, `*` too) or, only when it is absent,
+//!   `If-Unmodified-Since` answer `412 Precondition Failed` for another
+//!   version. Then `If-None-Match` (weak comparison, `*` too) or, only
 //!   when it is absent, `If-Modified-Since` answer `304 Not Modified`
-//!   (RFC 9110 §13.2.2 order).
+//!   (RFC 9110 §13.2.2 order). A field sent on several lines is one list
+//!   (§5.3).
 //! - **Ranges** (GET only, RFC 9110 §14): one range `bytes=a-b`, `a-` or
 //!   `-n` answers `206` with `Content-Range`; a range past the end answers
 //!   `416` with `Content-Range: bytes */len`. A request for several ranges
 //!   gets the whole file with `200`, which the RFC allows, instead of a
-//!   `multipart/byteranges` body. `If-Range` (an ETag, compared strongly,
-//!   or the exact `Last-Modified` date) turns a stale range request into a
-//!   full `200`. Every file response says `Accept-Ranges: bytes`.
+//!   `multipart/byteranges` body (so do several `Range` lines). `If-Range`
+//!   (one ETag, compared strongly, or the exact `Last-Modified` date)
+//!   turns a stale range request into a full `200`. Every file response
+//!   says `Accept-Ranges: bytes`.
 //! - **Methods**: GET and HEAD (same headers, no body); anything else is
 //!   `405` with `Allow: GET, HEAD`.
 //! - **Directories**: `/dir` redirects (`301`) to `/dir/`, so relative
@@ -32,8 +37,11 @@
 //!   `..` segment, a NUL or a backslash is refused with `400`. The joined
 //!   path is then canonicalized and must still lie under the canonical
 //!   root: a symlink inside the root that points outside it is answered
-//!   `404`, as if it did not exist; symlinks within the root are followed.
-//!   Only regular files are opened (a FIFO would block the worker).
+//!   `404`, as if it did not exist (whatever the reason it cannot be
+//!   resolved, so nothing is learnt about paths outside); symlinks within
+//!   the root are followed. Only regular files are opened (a FIFO would
+//!   block the worker). Hidden names (a segment starting with `.`, like
+//!   `.env` or `.git/`) are `404` too, but for `.well-known/` (RFC 8615).
 //!
 //! Limits, on purpose for an example: file system calls are blocking
 //! system calls on the worker's one thread (may has no asynchronous file
@@ -102,6 +110,9 @@ fn serve(root: &Root, req: &Request, write: &Responses) -> io::Result<()> {
         Ok(rel) => rel,
         Err(why) => return refuse(write, Response::new(400), &format!("bad path: {why}\n")),
     };
+    if paths::hidden(&rel) {
+        return not_found(write);
+    }
     let file = match root.locate(&rel) {
         Ok(Found::File(path)) => path,
         Ok(Found::Dir) => {
@@ -132,15 +143,19 @@ fn send_file(req: &Request, write: &Responses, path: &Path) -> io::Result<()> {
     };
     let meta = file.metadata()?;
     let validators = Validators::of(&meta);
+    if conditions::precondition_failed(req, &validators) {
+        return refuse(write, Response::new(412), "precondition failed: the file has changed\n");
+    }
     if conditions::not_modified(req, &validators) {
         // RFC 9110 §15.4.5: a 304 repeats the validators a 200 would carry.
         return write.head(validators.add_to(Response::new(304))).and_then(|()| write.end());
     }
     let len = meta.len();
-    let range = match req.header("range") {
-        // RFC 9110 §14.2: ranges are defined for GET only.
+    let range = match conditions::field(req, "range") {
+        // RFC 9110 §14.2: ranges are defined for GET only. Several lines
+        // are several ranges: the whole file, like a multiple range set.
         Some(value) if req.method() == "GET" && conditions::range_applies(req, &validators) => {
-            ranges::parse(value, len)
+            ranges::parse(&value, len)
         }
         _ => ranges::Range::Whole,
     };
@@ -297,7 +312,10 @@ impl Root {
     /// path has no symlinks and no `.`/`..` left, so "under the root" is a
     /// component-wise prefix test; a symlink that leaves the root fails it.
     fn locate(&self, rel: &Path) -> Result<Found, Miss> {
-        let canonical = fs::canonicalize(self.dir.join(rel))?;
+        // Any failure is "not found": a path through a symlink leading
+        // outside must not tell an unreadable directory there (403) from a
+        // missing one (404). Inside the root, opening the file says 403.
+        let canonical = fs::canonicalize(self.dir.join(rel)).map_err(|_| Miss::NotFound)?;
         if !canonical.starts_with(&self.dir) {
             return Err(Miss::NotFound);
         }
@@ -345,12 +363,38 @@ mod conditions {
     use super::Validators;
     use http_cluster::Request;
 
+    /// A field's value, its lines joined into one list (RFC 9110 §5.3);
+    /// `None` if absent or not text.
+    pub fn field(req: &Request, name: &str) -> Option<String> {
+        let mut lines =
+            req.headers().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| std::str::from_utf8(v));
+        let mut joined = lines.next()?.ok()?.to_string();
+        for line in lines {
+            joined.push_str(", ");
+            joined.push_str(line.ok()?);
+        }
+        Some(joined)
+    }
+
+    /// Whether the client asked for the version it knows and this is
+    /// another: `If-Match` when present (§13.1.1, strong comparison), else
+    /// `If-Unmodified-Since` (§13.1.4; an invalid date is ignored).
+    pub fn precondition_failed(req: &Request, v: &Validators) -> bool {
+        if let Some(tags) = field(req, "if-match") {
+            return !any_tag_matches(&tags, &v.etag, Comparison::Strong);
+        }
+        match (req.header("if-unmodified-since").map(httpdate::parse_http_date), v.modified) {
+            (Some(Ok(since)), Some(modified)) => modified > since,
+            _ => false,
+        }
+    }
+
     /// Whether the client's copy is current: `If-None-Match` when present
     /// (§13.1.2, weak comparison), else `If-Modified-Since` (§13.1.3). An
     /// invalid date is ignored, as the RFC requires.
     pub fn not_modified(req: &Request, v: &Validators) -> bool {
-        if let Some(tags) = req.header("if-none-match") {
-            return any_tag_matches(tags, &v.etag, Comparison::Weak);
+        if let Some(tags) = field(req, "if-none-match") {
+            return any_tag_matches(&tags, &v.etag, Comparison::Weak);
         }
         match (req.header("if-modified-since").map(httpdate::parse_http_date), v.modified) {
             (Some(Ok(since)), Some(modified)) => modified <= since,
@@ -362,12 +406,20 @@ mod conditions {
     /// with it, only if it names the current version (§13.1.5: an ETag
     /// compared strongly, or a date equal to `Last-Modified`).
     pub fn range_applies(req: &Request, v: &Validators) -> bool {
-        let Some(value) = req.header("if-range") else { return true };
+        let Some(value) = field(req, "if-range") else { return true };
         let value = value.trim();
         if value.starts_with('"') || value.starts_with("W/") {
-            return any_tag_matches(value, &v.etag, Comparison::Strong);
+            // One entity-tag, not a list; a weak one never matches.
+            return single_tag(value).is_some_and(|tag| tag == v.etag);
         }
         matches!((httpdate::parse_http_date(value), v.modified), (Ok(date), Some(modified)) if date == modified)
+    }
+
+    /// `value` if it is exactly one strong entity-tag (`"…"`, no `"`
+    /// inside).
+    pub fn single_tag(value: &str) -> Option<&str> {
+        let body = value.strip_prefix('"')?.strip_suffix('"')?;
+        (!body.contains('"')).then_some(value)
     }
 
     #[derive(Clone, Copy, PartialEq, Eq)]
@@ -566,9 +618,36 @@ mod paths {
         Ok(rel)
     }
 
+    /// Whether `rel` names something hidden: a segment starting with `.`
+    /// (`.env`, `.git/config`, `.htpasswd`), which a site directory holds
+    /// by accident, not to publish. `.well-known/` is published by design
+    /// (RFC 8615: ACME challenges, security.txt).
+    pub fn hidden(rel: &std::path::Path) -> bool {
+        rel.components().enumerate().any(|(i, c)| {
+            let name = c.as_os_str().as_bytes();
+            name.starts_with(b".") && !(i == 0 && name == b".well-known")
+        })
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn hidden_names() {
+            for (path, want) in [
+                ("/.env", true),
+                ("/.git/config", true),
+                ("/a/.htpasswd", true),
+                ("/a/.well-known/x", true),
+                ("/.well-known/acme-challenge/t", false),
+                ("/a.b/c.txt", false),
+                ("/..a", true),
+                ("/", false),
+            ] {
+                assert_eq!(hidden(&relative(path).unwrap()), want, "{path}");
+            }
+        }
 
         #[test]
         fn decoded_then_checked() {
@@ -606,7 +685,15 @@ mod paths {
 
 #[cfg(test)]
 mod tests {
-    use super::conditions::{Comparison, any_tag_matches};
+    use super::conditions::{Comparison, any_tag_matches, single_tag};
+
+    #[test]
+    fn if_range_takes_one_strong_tag() {
+        assert_eq!(single_tag("\"1f-abc\""), Some("\"1f-abc\""));
+        for value in ["W/\"1f-abc\"", "\"x\", \"1f-abc\"", "\"1f-abc", "1f-abc", "\"a\"b\""] {
+            assert_eq!(single_tag(value), None, "{value}");
+        }
+    }
 
     #[test]
     fn entity_tag_lists() {

@@ -95,8 +95,15 @@ impl EventsRequest {
     fn from(req: &Request, params: Params<'_>) -> Result<EventsRequest, ParamError> {
         let count = params.number("count", 10, MAX_EVENTS)?;
         let interval = Duration::from_millis(params.number("interval_ms", 1000, MAX_INTERVAL_MS)?);
-        // An id this server did not send is ignored: start over.
-        let first = req.header("last-event-id").and_then(|id| id.trim().parse::<u64>().ok()).map_or(0, |id| id + 1);
+        // Resume after the last event the client saw (after the last one:
+        // the stream is over). An id this server did not send (not a
+        // number, or not below `count`) is ignored: start over.
+        let first = req
+            .header("last-event-id")
+            .and_then(|id| id.trim().parse::<u64>().ok())
+            .and_then(|id| id.checked_add(1))
+            .filter(|&next| next <= count)
+            .unwrap_or(0);
         Ok(EventsRequest { first, count, interval })
     }
 }

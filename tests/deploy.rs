@@ -523,13 +523,20 @@ fn proxy_protocol_v1_and_v2_give_handlers_the_client_address() {
     assert!(peer_via(&server, &proxy_v2(0, 0x00, &[])).unwrap().0.starts_with("127.0.0.1:"));
     assert!(peer_via(&server, b"PROXY UNKNOWN\r\n").unwrap().0.starts_with("127.0.0.1:"));
 
-    // No header, or a malformed one: closed without a response.
+    // No header, or a malformed one: closed without a response. That
+    // includes a v1 line with no CRLF in its 107 bytes, and a v2 header
+    // over 4 KiB (its TLVs, zero-filled here).
+    let endless_v1 = format!("PROXY TCP4 192.0.2.1 198.51.100.2 1 80{}\r\n", " ".repeat(100));
+    let mut huge_v2 = v4.clone();
+    huge_v2.resize(5000, 0);
     for bad in [
         &b"GET /peer HTTP/1.1\r\nHost: a\r\n\r\n"[..],
         b"PROXY TCP4 192.0.2.1 198.51.100.2 99999 80\r\n",
         b"PROXY TCP4 2001:db8::1 198.51.100.2 1 80\r\n",
         b"PROXY TCP4 192.0.2.1 198.51.100.2 1 80\n",
         &proxy_v2(1, 0x12, &v4), // UDP
+        endless_v1.as_bytes(),
+        &proxy_v2(1, 0x11, &huge_v2),
     ] {
         let raw = exchange_raw(&server, bad);
         assert!(raw.is_empty(), "{:?} got {:?}", String::from_utf8_lossy(bad), String::from_utf8_lossy(&raw));

@@ -347,6 +347,12 @@ fn files_never_serve_outside_the_root() {
         assert!(!secret(&resp), "{path}");
     }
     assert_eq!(ask(&server, "GET", "/.well-known/security.txt", &[]).body, b"Contact: a@b\n");
+    // A FIFO is not a file: opening it for reading would wait for a writer
+    // on the worker's only thread. Not found, and the worker serves on.
+    let fifo = std::ffi::CString::new(site.path("root/pipe").display().to_string()).unwrap();
+    // SAFETY: mkfifo(3) with a NUL-terminated path this test owns.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert_eq!(ask(&server, "GET", "/pipe", &[]).status, 404);
     // Symlinks within the root are followed; %2F is a separator.
     let linked = ask(&server, "GET", "/in.css", &[]);
     assert_eq!((linked.status, linked.body.as_slice()), (200, &b"body { color: red }\n"[..]));
@@ -756,6 +762,19 @@ fn json_body_size_cap_for_length_and_chunked_bodies() {
     assert_eq!(resp.status, 413);
     assert_eq!(resp.header("connection"), Some("close"));
     assert_eq!(error_text(&resp), "the body must be at most 1048576 bytes");
+
+    // Declared too big with `Expect: 100-continue`: the client is told 413
+    // at once and never asked for the body.
+    let mut reader = Reader::new(server.connect());
+    reader
+        .get_mut()
+        .write_all(b"POST /api/greet HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2000000\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    reader.get_mut().read_to_end(&mut raw).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.starts_with("HTTP/1.1 413 "), "no 100 Continue first: {raw}");
+    assert!(!raw.contains("100 Continue"), "{raw}");
 
     // Chunked: counted while reading.
     let mut reader = Reader::new(server.connect());

@@ -101,11 +101,19 @@ impl ConnSlot {
             self.idle.store(false, Ordering::SeqCst);
         }
     }
-    /// Shuts the connection's read side: input already queued is still
-    /// read, then the end of stream ends its loop (how idle connections
-    /// are closed by a drain without a reset).
-    fn shut_read(&self) {
-        let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Read);
+    /// Shuts the connection's read side, unless input already waits in the
+    /// socket: how a drain closes an idle connection without a reset (its
+    /// loop reads what is queued, then sees the end of the stream). Input
+    /// waiting may be the first part of a request whose rest is still on
+    /// its way; after a shut, a read that finds the queue empty says "end
+    /// of stream", so that rest would never be read and the request would
+    /// go unanswered. Such a connection is left open: it is answered with
+    /// `Connection: close` like any other during a drain. (Input arriving
+    /// between the look and the shut is the ordinary keep-alive race.)
+    fn shut_read_if_quiet(&self) {
+        if !crate::net::input_waiting(self.fd) {
+            let _ = nix::sys::socket::shutdown(self.fd, nix::sys::socket::Shutdown::Read);
+        }
     }
 }
 
@@ -181,7 +189,7 @@ impl ServerState {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         for (_, slot) in open.iter() {
             if slot.idle.load(Ordering::SeqCst) {
-                slot.shut_read();
+                slot.shut_read_if_quiet();
             }
         }
     }
@@ -504,15 +512,15 @@ impl Decoder for RequestDecoder<'_> {
                     self.ex.registration.slot.idle.store(true, Ordering::SeqCst);
                     // Idle connections are being closed, and that sweep may
                     // have missed us while we were busy: shut our read side
-                    // as it does. Not an end right here: a connection just
-                    // handed to this coroutine, or resumed from the parking
-                    // lot, has not read its socket yet, and closing on a
-                    // request already there would reset the connection.
-                    // Input already queued is still read and answered (with
-                    // `Connection: close`); then the end of the stream ends
-                    // the loop.
+                    // as it does, unless input waits. Not an end right here:
+                    // a connection just handed to this coroutine, or resumed
+                    // from the parking lot, has not read its socket yet, and
+                    // closing on a request already there would reset the
+                    // connection. Input already queued is still read and
+                    // answered (with `Connection: close`); then the end of
+                    // the stream ends the loop.
                     if self.ex.registration.server.closing_idle.load(Ordering::SeqCst) {
-                        self.ex.registration.slot.shut_read();
+                        self.ex.registration.slot.shut_read_if_quiet();
                     }
                 } else {
                     self.ex.registration.slot.set_busy();
@@ -1161,6 +1169,50 @@ mod tests {
         assert!(text.contains("\r\nConnection: close\r\n") && text.ends_with("\r\n\r\nhi"), "{text:?}");
         served.join().unwrap();
         assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// The same, with only the first part of the request arrived when the
+    /// coroutine first runs and the rest on its way: its read side must
+    /// stay open (input is waiting), or the rest, arriving after a shut,
+    /// is never read and the request goes unanswered.
+    #[test]
+    fn a_request_arriving_in_parts_during_close_idle_is_answered() {
+        use std::io::{Read, Write};
+
+        use crate::config::Limits;
+        use crate::proto::encode::Response;
+        use crate::{Requests, Responses};
+
+        let server = Arc::new(ServerState::default());
+        server.begin_drain();
+        server.close_idle();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nodelay(true).unwrap();
+        client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let admission = server.admit();
+        let served = on_coroutine(move || {
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            let app = |read: &Requests<'_>, write: &Responses<'_>| {
+                for _req in read {
+                    write.respond(Response::new(200), b"hi")?;
+                }
+                Ok(())
+            };
+            super::serve(stream, None, &app, &Arc::new(Limits::default()), admission);
+        });
+        // Long after the coroutine has read the first part.
+        std::thread::sleep(Duration::from_millis(300));
+        client.write_all(b"st: x\r\n\r\n").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut received = Vec::new();
+        let read = client.read_to_end(&mut received);
+        let text = String::from_utf8_lossy(&received);
+        assert!(read.is_ok(), "end of stream, not a reset: {read:?} after {text:?}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "the whole request was read and answered: {text:?}");
+        assert!(text.contains("\r\nConnection: close\r\n"), "{text:?}");
+        served.join().unwrap();
     }
 
     /// Runs `f` on a may coroutine (where waits park), with a stack large

@@ -1129,55 +1129,13 @@ mod tests {
         server.open.lock().unwrap().len()
     }
 
-    /// A connection whose coroutine starts after the drain began closing
-    /// idle connections (a fresh one handed over by the accept loop, or
-    /// one resumed from the parking lot) has not read its socket yet: its
-    /// request, already there, is answered with `Connection: close`, then
-    /// the connection ends without a reset.
-    #[test]
-    fn a_connection_first_run_after_close_idle_answers_the_request_it_has() {
-        use std::io::{Read, Write};
-
-        use crate::config::Limits;
-        use crate::proto::encode::Response;
-        use crate::{Requests, Responses};
-
-        let server = Arc::new(ServerState::default());
-        server.begin_drain();
-        server.close_idle();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        let admission = server.admit();
-        let served = on_coroutine(move || {
-            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
-            let app = |read: &Requests<'_>, write: &Responses<'_>| {
-                for _req in read {
-                    write.respond(Response::new(200), b"hi")?;
-                }
-                Ok(())
-            };
-            super::serve(stream, None, &app, &Arc::new(Limits::default()), admission);
-        });
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut received = Vec::new();
-        let read = client.read_to_end(&mut received);
-        let text = String::from_utf8_lossy(&received);
-        assert!(read.is_ok(), "end of stream, not a reset: {read:?} after {text:?}");
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
-        assert!(text.contains("\r\nConnection: close\r\n") && text.ends_with("\r\n\r\nhi"), "{text:?}");
-        served.join().unwrap();
-        assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
-    }
-
-    /// The same, with only the first part of the request arrived when the
-    /// coroutine first runs and the rest on its way: its read side must
-    /// stay open (input is waiting), or the rest, arriving after a shut,
-    /// is never read and the request goes unanswered.
-    #[test]
-    fn a_request_arriving_in_parts_during_close_idle_is_answered() {
-        use std::io::{Read, Write};
+    /// A fresh connection, served on a coroutine by a worker whose drain
+    /// has begun closing idle connections (its coroutine first runs after
+    /// that, like one handed over by the accept loop or resumed from the
+    /// parking lot), once `first` has arrived: the client and the
+    /// coroutine.
+    fn served_after_close_idle(first: &[u8]) -> (Arc<ServerState>, TcpStream, may::coroutine::JoinHandle<()>) {
+        use std::io::Write;
 
         use crate::config::Limits;
         use crate::proto::encode::Response;
@@ -1189,7 +1147,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         client.set_nodelay(true).unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client.write_all(first).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         let admission = server.admit();
         let served = on_coroutine(move || {
@@ -1202,14 +1161,43 @@ mod tests {
             };
             super::serve(stream, None, &app, &Arc::new(Limits::default()), admission);
         });
+        (server, client, served)
+    }
+
+    /// What the client reads until the server ends the connection, which
+    /// must be an end of stream, not a reset.
+    fn read_until_closed(client: &mut TcpStream) -> String {
+        let mut received = Vec::new();
+        let read = std::io::Read::read_to_end(client, &mut received);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        assert!(read.is_ok(), "end of stream, not a reset: {read:?} after {text:?}");
+        text
+    }
+
+    /// Such a connection has not read its socket yet: its request, already
+    /// there, is answered with `Connection: close`, then the connection
+    /// ends without a reset.
+    #[test]
+    fn a_connection_first_run_after_close_idle_answers_the_request_it_has() {
+        let (server, mut client, served) = served_after_close_idle(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        let text = read_until_closed(&mut client);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+        assert!(text.contains("\r\nConnection: close\r\n") && text.ends_with("\r\n\r\nhi"), "{text:?}");
+        served.join().unwrap();
+        assert_eq!(server.connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// The same with only the first part of the request arrived when the
+    /// coroutine first runs and the rest on its way: its read side must
+    /// stay open (input is waiting), or the rest, arriving after a shut,
+    /// is never read and the request goes unanswered.
+    #[test]
+    fn a_request_arriving_in_parts_during_close_idle_is_answered() {
+        let (_server, mut client, served) = served_after_close_idle(b"GET / HTTP/1.1\r\nHo");
         // Long after the coroutine has read the first part.
         std::thread::sleep(Duration::from_millis(300));
-        client.write_all(b"st: x\r\n\r\n").unwrap();
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut received = Vec::new();
-        let read = client.read_to_end(&mut received);
-        let text = String::from_utf8_lossy(&received);
-        assert!(read.is_ok(), "end of stream, not a reset: {read:?} after {text:?}");
+        std::io::Write::write_all(&mut client, b"st: x\r\n\r\n").unwrap();
+        let text = read_until_closed(&mut client);
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "the whole request was read and answered: {text:?}");
         assert!(text.contains("\r\nConnection: close\r\n"), "{text:?}");
         served.join().unwrap();

@@ -576,9 +576,21 @@ struct Nginx {
 impl Nginx {
     fn start(upstream: std::net::SocketAddr) -> Nginx {
         require_tool("nginx", "nginx-light");
+        // nginx cannot listen on port 0 and say which it got: a free port
+        // is picked and released first, and someone else may take it in
+        // between. Then nginx exits at once, and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if let Some(nginx) = Nginx::try_start(upstream, port) {
+                return nginx;
+            }
+        }
+        panic!("nginx did not start on any of 5 ports");
+    }
+
+    fn try_start(upstream: std::net::SocketAddr, port: u16) -> Option<Nginx> {
         let dir = temp_path("nginx");
         std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let d = dir.display();
         let conf = format!(
             "daemon off; master_process off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log warn;
@@ -609,8 +621,15 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        assert!(wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()));
-        Nginx { child, port, dir }
+        let mut nginx = Nginx { child, port, dir };
+        let mut exited = false;
+        let up = wait_until(Duration::from_secs(10), || {
+            exited = nginx.child.try_wait().unwrap().is_some();
+            exited || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "nginx neither listened nor exited within 10 s");
+        // Listening, and still running: the port is nginx's.
+        (!exited && nginx.child.try_wait().unwrap().is_none()).then_some(nginx)
     }
 }
 

@@ -284,7 +284,8 @@ fn sigint_during_a_graceful_stop_stops_at_once() {
     // ...until the operator loses patience.
     server.signal(libc::SIGINT);
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
-    assert!(server.stderr().contains("SIGINT: stopping now"), "{}", server.stderr());
+    // The log is read by a thread of ours: it may lag the exit a little.
+    assert!(wait_until(Duration::from_secs(2), || server.stderr().contains("SIGINT: stopping now")), "{}", server.stderr());
     assert!(busy.response(false).is_err());
 }
 

@@ -285,7 +285,11 @@ fn sigint_during_a_graceful_stop_stops_at_once() {
     server.signal(libc::SIGINT);
     assert_eq!(server.wait_exit(Duration::from_secs(5)), Some(0));
     // The log is read by a thread of ours: it may lag the exit a little.
-    assert!(wait_until(Duration::from_secs(2), || server.stderr().contains("SIGINT: stopping now")), "{}", server.stderr());
+    assert!(
+        wait_until(Duration::from_secs(2), || server.stderr().contains("SIGINT: stopping now")),
+        "{}",
+        server.stderr()
+    );
     assert!(busy.response(false).is_err());
 }
 

@@ -63,16 +63,19 @@ fn serves_ipv4_ipv6_and_unix_listeners_at_once() {
     assert!(ok);
     assert_eq!(String::from_utf8_lossy(&out), "200 1\n404 0\n");
 
-    // Every worker was handed all three listeners, each served over fd 3.
+    // Every worker was handed all three listeners over fd 3: a socket of
+    // its own on each TCP address (reuseport), and the one Unix socket.
     let status = status_json(&server);
     assert_eq!(status["listeners"].as_array().unwrap().len(), 3);
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    let (v4, v6) = (listening_inodes(port(&addrs[0])), listening_inodes(port(&addrs[1])));
+    let unix_inode = listening_unix_inode(&sock).expect("the Unix listener");
     for pid in server.worker_pids() {
-        let listening = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .unwrap()
-            .flatten()
-            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
-            .count();
-        assert!(listening >= 4, "worker {pid} holds {listening} sockets: 3 listeners and its channel expected");
+        let held = socket_inodes_of(pid);
+        let count = |set: &[String]| held.iter().filter(|i| set.contains(i)).count();
+        assert_eq!(count(&v4), 1, "worker {pid}: one IPv4 listener of {v4:?}");
+        assert_eq!(count(&v6), 1, "worker {pid}: one IPv6 listener of {v6:?}");
+        assert!(held.contains(&unix_inode), "worker {pid} holds the Unix listener");
     }
 
     server.signal(libc::SIGTERM);

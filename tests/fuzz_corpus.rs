@@ -37,3 +37,17 @@ fn stream_corpus() {
 fn proxy_corpus() {
     assert!(replay("proxy", fuzzing::proxy) > 0, "the proxy corpus is empty");
 }
+
+/// Every directory of regressions names a target replayed above: one
+/// under another name would be skipped without a word.
+#[test]
+fn every_regression_directory_is_replayed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("regressions");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).expect("fuzz/regressions").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(["head", "body", "stream", "proxy"].contains(&name.as_str()), "fuzz/regressions/{name} is no target");
+        seen += std::fs::read_dir(entry.path()).unwrap().count();
+    }
+    assert!(seen > 0, "the stored regressions are gone");
+}

@@ -517,16 +517,29 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// The inode of the one socket listening on `port`, from /proc/net/tcp
 /// (and the number of listening sockets on that port).
 pub fn listening_inodes(port: u16) -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
+    // IPv4 and IPv6 alike (the v6 table is missing without IPv6).
+    let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
+    tables
+        .iter()
+        .flat_map(|table| table.lines().skip(1))
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
             (local_port == port && f[3] == "0A").then(|| f[9].to_string())
         })
         .collect()
+}
+
+/// The inode of the listening Unix socket bound at `path`, if any.
+pub fn listening_unix_inode(path: &std::path::Path) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let path = path.to_string_lossy();
+    table.lines().skip(1).find_map(|l| {
+        // Num RefCount Protocol Flags Type St Inode Path; Flags has
+        // __SO_ACCEPTCON (0x10000) on a listening socket.
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 8 && f[7] == path && f[3] == "00010000").then(|| f[6].to_string())
+    })
 }
 
 pub fn socket_inodes_of(pid: i32) -> Vec<String> {

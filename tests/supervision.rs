@@ -141,14 +141,7 @@ fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("worker.sh");
     let good = format!("#!/bin/sh\nexec {} \"$@\"\n", faults());
-    // Replaced by rename, never rewritten in place: a file open for writing
-    // (even by a forked sibling test process) cannot be executed (ETXTBSY).
-    let install = |text: &str| {
-        let tmp = dir.join("worker.sh.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &script).unwrap();
-    };
+    let install = |text: &str| install_script(&script, text);
     install(&good);
     let server = Server::start(&["--workers", "2", "--", script.to_str().unwrap()]);
     let before = server.worker_pids();
@@ -180,12 +173,7 @@ fn a_reload_whose_program_is_gone_leaves_the_slot_as_it_was() {
     let dir = temp_path("vanishing");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("worker.sh");
-    let install = || {
-        let tmp = dir.join("worker.sh.tmp");
-        std::fs::write(&tmp, format!("#!/bin/sh\nexec {} \"$@\"\n", faults())).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &script).unwrap();
-    };
+    let install = || install_script(&script, &format!("#!/bin/sh\nexec {} \"$@\"\n", faults()));
     install();
     let server = Server::start(&["--workers", "1", "--", script.to_str().unwrap()]);
     let old = server.worker_pids()[0];

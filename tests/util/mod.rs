@@ -578,6 +578,16 @@ pub fn context_switches(pid: i32) -> u64 {
         .sum()
 }
 
+/// Puts an executable script with `text` at `path`, replacing any before
+/// it by rename, never rewriting it in place: a file open for writing (even
+/// in a sibling test's forked child) cannot be executed (ETXTBSY).
+pub fn install_script(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
 /// A worker program that runs `faults`, but once `marker` exists waits
 /// `delay` before it starts: a replacement worker that is slow to boot, so
 /// a slot stays without a worker for that long.
@@ -597,12 +607,7 @@ impl SlowRespawn {
             delay.as_secs_f64(),
             bin("faults").display()
         );
-        // Written under another name and renamed: a file still open for
-        // writing cannot be executed (ETXTBSY).
-        let tmp = program.with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        std::fs::rename(&tmp, &program).unwrap();
+        install_script(&program, &text);
         SlowRespawn { program, marker }
     }
 

@@ -25,7 +25,7 @@ use nix::unistd::Pid;
 use crate::config::Limits;
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
-use crate::listen::{self, ListenAddr, Listener};
+use crate::listen::{self, ListenAddr, ListenOptions, Listener};
 use crate::status::{ControlSocket, Status, WorkerStatus};
 use crate::worker::CHANNEL_FD;
 
@@ -52,6 +52,9 @@ pub struct MasterConfig {
     pub limits: Limits,
     /// Pending connections the kernel queues per listener.
     pub backlog: i32,
+    /// `TCP_DEFER_ACCEPT` of the TCP sockets the master binds, in seconds
+    /// (0: off).
+    pub defer_accept_secs: u32,
     /// Recycle a worker after this many requests (0: never)...
     pub max_requests: u64,
     /// ...plus up to this many more, chosen per worker.
@@ -337,13 +340,15 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
             inherited
         }
         None => {
-            let reuse_port = cfg.balance == Balance::Reuseport;
+            let opts = ListenOptions {
+                backlog: cfg.backlog,
+                unix_mode: cfg.unix_mode,
+                reuse_port: cfg.balance == Balance::Reuseport,
+                defer_accept_secs: cfg.defer_accept_secs,
+            };
             cfg.binds
                 .iter()
-                .map(|a| {
-                    listen::bind(a, cfg.backlog, cfg.unix_mode, reuse_port)
-                        .map_err(|e| MasterError::Bind(a.to_string(), e))
-                })
+                .map(|a| listen::bind(a, &opts).map_err(|e| MasterError::Bind(a.to_string(), e)))
                 .collect::<Result<Vec<_>, _>>()?
         }
     };
@@ -557,7 +562,15 @@ impl Master {
         if slot == 0 || !l.socket.reuse_port().unwrap_or(false) {
             return None;
         }
-        match listen::bind_tcp(addr, self.cfg.backlog, true).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+        // Set up like the listener (which systemd may have made), but for
+        // the group.
+        let opts = ListenOptions {
+            backlog: self.cfg.backlog,
+            unix_mode: self.cfg.unix_mode,
+            reuse_port: true,
+            defer_accept_secs: listen::defer_accept(&l.socket).unwrap_or(self.cfg.defer_accept_secs),
+        };
+        match listen::bind_tcp(addr, &opts).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
             Ok(s) => Some(s),
             Err(e) => {
                 log::error!("slot {slot}: cannot open its own socket on {addr} ({e}); it shares the first one");

@@ -25,6 +25,62 @@ fn every_worker_holds_the_one_socket_the_master_bound() {
     }
 }
 
+/// Server-side ends of connections to `port`, from /proc/net/tcp:
+/// (SYN_RECV, ESTABLISHED). A deferred connection is still a request in
+/// its listener's queue, in SYN_RECV, until its first bytes come.
+fn server_side_states(port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let states: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then(|| f[3].to_string())
+        })
+        .collect();
+    let count = |state: &str| states.iter().filter(|s| *s == state).count();
+    (count("03"), count("01"))
+}
+
+#[test]
+fn a_connection_that_sends_nothing_waits_in_the_kernel_not_in_a_worker() {
+    // --defer-accept (1 s by default) on every slot's socket: 16 silent
+    // connections spread over both slots' sockets by hash, and none is
+    // handed to a worker (all still SYN_RECV on the server side); with
+    // --defer-accept 0 all are accepted at once.
+    for deferred in [true, false] {
+        let mut args = vec!["--workers", "2", "--head-timeout", "1s"];
+        if !deferred {
+            args.extend(["--defer-accept", "0"]);
+        }
+        let server = Server::start(&args);
+        let mut silent: Vec<std::net::TcpStream> = (0..16).map(|_| server.connect()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let want = if deferred { (16, 0) } else { (0, 16) };
+        assert_eq!(server_side_states(server.addr.port()), want, "deferred: {deferred}");
+        // The first bytes hand a connection over, and it is served at once.
+        let started = std::time::Instant::now();
+        silent[0].write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reader = Reader::new(&mut silent[0]);
+        assert_eq!(reader.response(false).unwrap().status, 200);
+        assert!(started.elapsed() < Duration::from_millis(500), "answered after {:?}", started.elapsed());
+        // One that stays silent is handed over when its time is up (the
+        // kernel resends its SYN-ACK at 1 s, the client acknowledges it
+        // again), and only then does the 1 s head timeout start; past it
+        // the connection is closed (no 408: not a byte of a request came).
+        let mut got = Vec::new();
+        silent[1].read_to_end(&mut got).unwrap();
+        let waited = started.elapsed();
+        assert_eq!(String::from_utf8_lossy(&got), "", "deferred: {deferred}");
+        if deferred {
+            assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "408 after {waited:?}");
+        } else {
+            assert!(waited < Duration::from_millis(1500), "408 after {waited:?}");
+        }
+    }
+}
+
 #[test]
 fn get_and_head_exact_bytes() {
     let server = Server::start(&["--workers", "1"]);

@@ -343,6 +343,7 @@ fn settings_out_of_their_bounds_are_refused_at_start() {
         ("--max-headers", "300", "300"),
         ("--max-head-bytes", "2000000", "2000000"),
         ("--head-timeout", "2y", "2y"),
+        ("--defer-accept", "61s", "at most 60s"),
     ] {
         let (status, err) = master_exit(
             std::process::Command::new(bin("http-cluster")).args([

@@ -11,7 +11,7 @@
  * server's.
  *
  * Usage: limit PORT WORKERS. Each worker is a process with its own
- * SO_REUSEPORT socket on 127.0.0.1:PORT, one thread, level-triggered
+ * SO_REUSEPORT socket (TCP_DEFER_ACCEPT of 1 s) on 127.0.0.1:PORT, one thread, level-triggered
  * epoll, one read per readiness event, one write per batch of answers.
  * Each prints "listening on 127.0.0.1:PORT" once it is (PORT 0 picks a
  * free one: useful with one worker). Built and run by scripts/bench,
@@ -137,6 +137,9 @@ static void serve(int port) {
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     setsockopt(ls, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     setsockopt(ls, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* As http-cluster (--defer-accept) and nginx (listen ... deferred) in
+     * the bench: a connection is accepted with its request already there. */
+    setsockopt(ls, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof one);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(ls, (struct sockaddr *)&addr, sizeof addr) || listen(ls, 4096)) {

@@ -56,6 +56,7 @@ fn a_connection_that_sends_nothing_waits_in_the_kernel_not_in_a_worker() {
         }
         let server = Server::start(&args);
         let mut silent: Vec<std::net::TcpStream> = (0..16).map(|_| server.connect()).collect();
+        let connected = std::time::Instant::now();
         std::thread::sleep(Duration::from_millis(200));
         let want = if deferred { (16, 0) } else { (0, 16) };
         assert_eq!(server_side_states(server.addr.port()), want, "deferred: {deferred}");
@@ -69,14 +70,20 @@ fn a_connection_that_sends_nothing_waits_in_the_kernel_not_in_a_worker() {
         // kernel resends its SYN-ACK at 1 s, the client acknowledges it
         // again), and only then does the 1 s head timeout start; past it
         // the connection is closed (no 408: not a byte of a request came).
+        // The kernel's timer only runs late and the head timeout at most a
+        // sweep tick early, so the lower bounds hold; the upper ones are
+        // loose.
         let mut got = Vec::new();
         silent[1].read_to_end(&mut got).unwrap();
-        let waited = started.elapsed();
+        let waited = connected.elapsed();
         assert_eq!(String::from_utf8_lossy(&got), "", "deferred: {deferred}");
         if deferred {
-            assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "408 after {waited:?}");
+            assert!(
+                waited >= Duration::from_millis(1800) && waited < Duration::from_secs(8),
+                "closed after {waited:?}"
+            );
         } else {
-            assert!(waited < Duration::from_millis(1500), "408 after {waited:?}");
+            assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(5), "closed after {waited:?}");
         }
     }
 }

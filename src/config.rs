@@ -75,8 +75,8 @@ pub struct Limits {
     /// Time allowed to receive a whole request head (slowloris defence);
     /// past it the client gets a 408. A connection's first request counts
     /// from accept (a PROXY header included; the master's --defer-accept
-    /// has the kernel hold a connection until its first bytes, about a
-    /// second at most), later ones from their first byte.
+    /// has the kernel hold a connection until its first bytes, by default
+    /// for about 1 s at most), later ones from their first byte.
     #[arg(long, env = "HTTP_CLUSTER_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub head_timeout: Duration,
 

@@ -56,11 +56,11 @@ struct Cli {
     /// arrive before a worker accepts it (TCP_DEFER_ACCEPT; 0 turns it
     /// off). HTTP clients send their request at once, so a worker wakes
     /// once per connection instead of twice: a third less server CPU per
-    /// request under Connection: close load. A client silent this long is
-    /// then accepted (the kernel rounds up to its SYN-ACK retransmissions,
-    /// 1, 3, 7 s...) and the head timeout starts. Whole seconds, at most 60.
-    /// Under socket activation, DeferAcceptSec= of the .socket unit applies
-    /// instead.
+    /// request under Connection: close load on loopback. A client silent
+    /// this long is then accepted and the head timeout starts; the kernel
+    /// rounds the time up to its SYN-ACK retransmissions (1, 3, 7, 15, 31,
+    /// 63 s). Whole seconds, at most 60. Under socket activation,
+    /// DeferAcceptSec= of the .socket unit applies instead.
     #[arg(long, env = "HTTP_CLUSTER_DEFER_ACCEPT", default_value = "1s", value_parser = parse_defer_accept, help_heading = "Listening")]
     defer_accept: u32,
 

@@ -193,11 +193,26 @@ fn socket_activation_with_reuse_port_gives_each_slot_its_own_socket() {
     listener.listen(128).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
     let fd = listener.as_raw_fd();
+    // systemd's DeferAcceptSec=2 (the kernel makes it 3 s: time enough
+    // for the check below), which slot 1's socket must copy: the master
+    // itself is told --defer-accept 0.
+    let secs: libc::c_int = 2;
+    // SAFETY: setsockopt(2) on our live socket with a c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const secs).cast(),
+            std::mem::size_of_val(&secs) as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     // The shell's pid is the master's: `exec` keeps it.
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
         .arg(bin("http-cluster"))
-        .args(["--workers", "2", "--control-socket", "none"])
+        .args(["--workers", "2", "--control-socket", "none", "--defer-accept", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -228,6 +243,12 @@ fn socket_activation_with_reuse_port_gives_each_slot_its_own_socket() {
     held.sort();
     held.dedup();
     assert_eq!(held.len(), 2, "the two workers hold different sockets");
+    // Both slots defer as systemd's socket does: 16 silent connections,
+    // spread over the two sockets by hash, all wait in the kernel.
+    let silent: Vec<std::net::TcpStream> = (0..16).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(server_side_states(addr.port()), (16, 0), "slot 1's socket copies DeferAcceptSec");
+    drop(silent);
     for _ in 0..10 {
         let mut r = Reader::new(std::net::TcpStream::connect(addr).unwrap());
         r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();

@@ -530,6 +530,25 @@ pub fn listening_inodes(port: u16) -> Vec<String> {
         .collect()
 }
 
+/// Server-side ends of connections to `port`, from /proc/net/tcp:
+/// (SYN_RECV, ESTABLISHED). A deferred connection (`--defer-accept`) is
+/// still a request in its listener's queue, in SYN_RECV, until its first
+/// bytes come.
+pub fn server_side_states(port: u16) -> (usize, usize) {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let states: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
+            (local_port == port).then(|| f[3].to_string())
+        })
+        .collect();
+    let count = |state: &str| states.iter().filter(|s| *s == state).count();
+    (count("03"), count("01"))
+}
+
 /// The inode of the listening Unix socket bound at `path`, if any.
 pub fn listening_unix_inode(path: &std::path::Path) -> Option<String> {
     let table = std::fs::read_to_string("/proc/net/unix").unwrap();

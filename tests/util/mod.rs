@@ -514,10 +514,11 @@ pub fn wait_until(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
-/// The inode of the one socket listening on `port`, from /proc/net/tcp
-/// (and the number of listening sockets on that port).
-pub fn listening_inodes(port: u16) -> Vec<String> {
-    // IPv4 and IPv6 alike (the v6 table is missing without IPv6).
+/// Every TCP socket bound to local `port`, IPv4 and IPv6 alike, from
+/// /proc/net/tcp{,6}: its state (`0A` listening, `01` established, `03`
+/// SYN_RECV, in hex as the kernel prints it) and its inode.
+fn tcp_sockets_on(port: u16) -> Vec<(String, String)> {
+    // The v6 table is missing without IPv6.
     let tables = ["/proc/net/tcp", "/proc/net/tcp6"].map(|t| std::fs::read_to_string(t).unwrap_or_default());
     tables
         .iter()
@@ -525,27 +526,22 @@ pub fn listening_inodes(port: u16) -> Vec<String> {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
-            (local_port == port && f[3] == "0A").then(|| f[9].to_string())
+            (local_port == port).then(|| (f[3].to_string(), f[9].to_string()))
         })
         .collect()
 }
 
-/// Server-side ends of connections to `port`, from /proc/net/tcp:
-/// (SYN_RECV, ESTABLISHED). A deferred connection (`--defer-accept`) is
-/// still a request in its listener's queue, in SYN_RECV, until its first
-/// bytes come.
+/// The inodes of the sockets listening on `port`.
+pub fn listening_inodes(port: u16) -> Vec<String> {
+    tcp_sockets_on(port).into_iter().filter(|(state, _)| state == "0A").map(|(_, inode)| inode).collect()
+}
+
+/// Server-side ends of connections to `port`: (SYN_RECV, ESTABLISHED). A
+/// deferred connection (`--defer-accept`) is still a request in its
+/// listener's queue, in SYN_RECV, until its first bytes come.
 pub fn server_side_states(port: u16) -> (usize, usize) {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let states: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let local_port = u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok()?;
-            (local_port == port).then(|| f[3].to_string())
-        })
-        .collect();
-    let count = |state: &str| states.iter().filter(|s| *s == state).count();
+    let sockets = tcp_sockets_on(port);
+    let count = |want: &str| sockets.iter().filter(|(state, _)| state == want).count();
     (count("03"), count("01"))
 }
 

@@ -362,7 +362,21 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         }
     }
     let names: Vec<String> = listeners.iter().map(|l| l.addr.to_string()).collect();
-    log::info!("listening on {}, starting {} workers: {}", names.join(" "), cfg.workers, cfg.command.program.display());
+    // The kernel's own figure, not the flag: it rounds up to its SYN-ACK
+    // retransmission times, and systemd's sockets bring their own value.
+    let described: Vec<String> = listeners
+        .iter()
+        .map(|l| match (&l.addr, listen::defer_accept(&l.socket)) {
+            (ListenAddr::Tcp(_), Ok(secs)) if secs > 0 => format!("{} (accept deferred up to {secs} s)", l.addr),
+            _ => l.addr.to_string(),
+        })
+        .collect();
+    log::info!(
+        "listening on {}, starting {} workers: {}",
+        described.join(" "),
+        cfg.workers,
+        cfg.command.program.display()
+    );
     // A second server started with the same control path keeps serving;
     // only its status is unreachable (two masters must not steal it).
     let control = cfg.control_socket.as_deref().and_then(|path| match ControlSocket::bind(path) {

@@ -36,6 +36,10 @@ fn a_connection_that_sends_nothing_waits_in_the_kernel_not_in_a_worker() {
         let defer = if deferred { "2s" } else { "0" };
         let server = Server::start(&["--workers", "2", "--head-timeout", "2s", "--defer-accept", defer]);
         let connected = std::time::Instant::now();
+        // The log states the kernel's figure, which rounds 2 s up to 3.
+        let stated = format!("{} (accept deferred up to 3 s)", server.addr);
+        assert!(wait_until(Duration::from_secs(5), || server.stderr().contains("listening on")));
+        assert_eq!(server.stderr().contains(&stated), deferred, "{}", server.stderr());
         let mut silent: Vec<std::net::TcpStream> = (0..16).map(|_| server.connect()).collect();
         std::thread::sleep(Duration::from_millis(200));
         let want = if deferred { (16, 0) } else { (0, 16) };

@@ -156,6 +156,54 @@ pub fn defer_accept(socket: &socket2::Socket) -> io::Result<u32> {
     Ok(u32::try_from(value).unwrap_or(0))
 }
 
+sockopt_impl!(
+    /// `SO_DETACH_REUSEPORT_BPF` (Linux 5.3): nix does not name it.
+    DetachReusePortBpf,
+    SetOnly,
+    libc::SOL_SOCKET,
+    libc::SO_DETACH_REUSEPORT_BPF,
+    libc::c_int
+);
+
+/// Where the kernel sends new connections among the sockets of the
+/// SO_REUSEPORT group `socket` belongs to: `Some(n)` to the first `n`
+/// only (in the order they called `listen()`), picked at random; `None`
+/// to all of them by the kernel's own hash of the addresses, as when
+/// nothing was ever attached.
+///
+/// After SIGTTOU the master keeps the removed slot's socket, so that what
+/// waits in its queue is still served, but without this it would keep
+/// receiving its share of new connections, each accepted by the master
+/// and passed on over fd 3: after scaling from 4 to 2 workers, half of
+/// all new connections.
+pub fn steer_reuseport(socket: &socket2::Socket, first: Option<u32>) -> io::Result<()> {
+    let Some(n) = first else {
+        return match nix::sys::socket::setsockopt(socket, DetachReusePortBpf, &0) {
+            // Nothing attached: already the kernel's choice.
+            Err(nix::errno::Errno::ENOENT) => Ok(()),
+            r => r.map_err(io::Error::from),
+        };
+    };
+    // Classic BPF, which unprivileged processes may attach (eBPF would
+    // need CAP_BPF): A = random; A %= n; return A. An index outside the
+    // group makes the kernel fall back to its hash. Random rather than
+    // the packet's hash: a SYN from a NIC without receive hashing has
+    // hash 0, which would send everything to the first socket.
+    let mut program = [
+        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
+        bpf(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1)),
+        bpf(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // The kernel copies the program during the call; `program` outlives it.
+    nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::AttachReusePortCbpf, &fprog)
+        .map_err(io::Error::from)
+}
+
+fn bpf(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+}
+
 /// A socket file left by a process that died without removing it makes
 /// bind() fail with EADDRINUSE. It is stale if nobody accepts on it; a live
 /// server on it, or a file that is not a socket, is an error.
@@ -277,6 +325,47 @@ mod tests {
         let opts = ListenOptions { defer_accept_secs: 0, ..opts };
         let listener = bind(&ListenAddr::parse("127.0.0.1:0").unwrap(), &opts).unwrap();
         assert_eq!(defer_accept(&listener.socket).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_steered_reuseport_group_sends_new_connections_to_its_first_sockets_only() {
+        let opts = ListenOptions { backlog: 128, unix_mode: 0, reuse_port: true, defer_accept_secs: 0 };
+        let first = bind_tcp("127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+        let addr = first.local_addr().unwrap().as_socket().unwrap();
+        let group = [first, bind_tcp(addr, &opts).unwrap(), bind_tcp(addr, &opts).unwrap()];
+        for s in &group {
+            s.set_nonblocking(true).unwrap();
+        }
+        // Makes `n` connections; how many each socket of the group got.
+        let spread = |n: usize| -> [usize; 3] {
+            let clients: Vec<_> = (0..n).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+            let mut got = [0; 3];
+            let started = std::time::Instant::now();
+            while got.iter().sum::<usize>() < n {
+                for (i, s) in group.iter().enumerate() {
+                    while s.accept().is_ok() {
+                        got[i] += 1;
+                    }
+                }
+                assert!(started.elapsed() < std::time::Duration::from_secs(5), "only {got:?} of {n} arrived");
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            drop(clients);
+            got
+        };
+        // Steering goes through any socket of the group.
+        steer_reuseport(&group[2], Some(1)).unwrap();
+        assert_eq!(spread(60), [60, 0, 0]);
+        steer_reuseport(&group[0], Some(2)).unwrap();
+        let got = spread(120);
+        assert!(got[0] > 25 && got[1] > 25 && got[2] == 0, "{got:?}");
+        // Detached: the kernel's hash over all three again (the chance one
+        // gets none of 120 is 3 × (2/3)^120).
+        steer_reuseport(&group[1], None).unwrap();
+        let got = spread(120);
+        assert!(got.iter().all(|&n| n > 0), "{got:?}");
+        // Detaching twice is not an error.
+        steer_reuseport(&group[1], None).unwrap();
     }
 
     #[test]

@@ -305,6 +305,10 @@ struct Master {
     /// With `Balance::Reuseport`: per slot ever used, its own socket for
     /// each TCP listener (`None`: that listener is shared, e.g. Unix).
     slot_sockets: Vec<Vec<Option<socket2::Socket>>>,
+    /// Per listener, how its SO_REUSEPORT group is steered: `Some(n)`, new
+    /// connections go only to its first n sockets (see
+    /// [`Master::steer_new_connections`]).
+    steered: Vec<Option<u32>>,
     /// Round-robin position for connections the master passes on.
     next_target: usize,
     /// After an accept error on an orphaned socket, not before this.
@@ -387,12 +391,14 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         }
     });
 
+    let steered = vec![None; listeners.len()];
     let mut master = Master {
         slots: vec![SlotState::default(); cfg.workers],
         cfg,
         listener_names: names,
         listeners,
         slot_sockets: Vec::new(),
+        steered,
         next_target: 0,
         orphans_paused_until: None,
         waiting: Vec::new(),
@@ -593,6 +599,47 @@ impl Master {
         }
     }
 
+    /// Keeps new connections off the sockets of slots removed by SIGTTOU.
+    /// Their sockets stay open, with their queues, which the master serves
+    /// (see [`Master::orphaned_sockets`]), but the kernel would go on giving
+    /// each its share of new connections, all through the master. So each
+    /// TCP group is steered to the sockets of the remaining slots, and left
+    /// to the kernel's hash again once every socket has a slot (SIGTTIN).
+    ///
+    /// A group lists its sockets in the order they started listening: the
+    /// listener (slot 0's), then each slot's own, created in slot order and
+    /// never closed before the master stops, so the remaining slots'
+    /// sockets come first. (A process outside this master that joins the
+    /// group can only shift that: what lands on a removed slot's socket is
+    /// still passed on.) Slots that are merely without a worker for a
+    /// while (crashed, booting, stalled) keep their share: their queues
+    /// wait for the replacement or are passed on meanwhile.
+    fn steer_new_connections(&mut self) {
+        if self.cfg.balance != Balance::Reuseport {
+            return;
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            if !matches!(l.addr, ListenAddr::Tcp(_)) || !l.socket.reuse_port().unwrap_or(false) {
+                continue;
+            }
+            // The listener itself, then the slots' own sockets that exist.
+            let own =
+                |slots: usize| 1 + self.slot_sockets.iter().take(slots).skip(1).filter(|o| o[i].is_some()).count();
+            let (live, all) = (own(self.slots.len()), own(self.slot_sockets.len()));
+            let want = (live < all).then(|| u32::try_from(live).unwrap_or(u32::MAX));
+            if want == self.steered[i] {
+                continue;
+            }
+            match listen::steer_reuseport(&l.socket, want) {
+                Ok(()) => self.steered[i] = want,
+                Err(e) => log::warn!(
+                    "{}: cannot steer new connections ({e}); those reaching removed slots are passed on",
+                    l.addr
+                ),
+            }
+        }
+    }
+
     /// Reuseport sockets whose slot has no healthy worker to accept from
     /// them: crashed, still booting, removed by SIGTTOU, or late with its
     /// heartbeats (a handler blocks its thread: its queue must not wait for
@@ -706,6 +753,13 @@ impl Master {
             // a second time by another worker.
             w.read_messages(self.cfg.graceful_timeout);
             // Connections passed to it that it never took: to someone else.
+            if !w.passed.is_empty() {
+                log::info!(
+                    "worker {} (pid {pid}) died before taking {} passed connections; passing them on",
+                    w.slot,
+                    w.passed.len()
+                );
+            }
             for conn in std::mem::take(&mut w.passed) {
                 self.pass_connection(conn);
             }
@@ -938,6 +992,7 @@ impl Master {
             return;
         }
         self.slots.push(SlotState::default());
+        self.steer_new_connections();
         log::info!("SIGTTIN: scaling up to {} workers", self.slots.len());
     }
 
@@ -963,6 +1018,7 @@ impl Master {
         for w in self.workers.values_mut().filter(|w| w.slot == removed) {
             w.stop(deadline, control::RETIRE_IDLE_GRACE);
         }
+        self.steer_new_connections();
         log::info!("SIGTTOU: scaling down to {} workers", self.slots.len());
     }
 

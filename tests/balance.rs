@@ -54,59 +54,102 @@ fn each_slot_has_its_own_socket_and_gets_a_share() {
     assert!(by.values().all(|&n| n >= 40), "the kernel spreads new connections over the slots: {by:?}");
 }
 
+/// The pid of the worker serving `slot`, from `http-cluster status`.
+fn slot_pid(server: &Server, slot: u64) -> i32 {
+    let status = status_json(server);
+    let workers = status["workers"].as_array().expect("workers");
+    let worker = workers.iter().find(|w| w["slot"].as_u64() == Some(slot)).expect("a worker in the slot");
+    worker["pid"].as_i64().unwrap() as i32
+}
+
+/// Each of `n` clients on its own thread sends one request on a new
+/// connection; they wait for their answers for up to 15 s.
+fn clients(server: &Server, n: usize) -> Vec<std::thread::JoinHandle<std::io::Result<Resp>>> {
+    (0..n)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let s = std::net::TcpStream::connect(addr)?;
+                s.set_read_timeout(Some(Duration::from_secs(15)))?;
+                let mut r = Reader::new(s);
+                r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")?;
+                r.response(false)
+            })
+        })
+        .collect()
+}
+
+/// Which pid served a `faults` worker's "ok PID" answer.
+fn pid_of(resp: &Resp) -> i32 {
+    String::from_utf8_lossy(&resp.body).trim().strip_prefix("ok ").and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
 #[test]
-fn a_removed_slot_keeps_its_queue_served_and_a_new_worker_takes_it_back() {
+fn a_removed_slot_keeps_its_queue_served_gets_no_new_connections_and_a_new_worker_takes_it_back() {
     let server = start("2");
     let inodes = listening_set(server.addr.port());
     // Each worker's own listening socket, by pid: the removed worker's is
     // the removed slot's.
     let own = |pid: i32| -> BTreeSet<String> { sockets_of(pid).intersection(&inodes).cloned().collect() };
-    let first: HashMap<i32, BTreeSet<String>> = server.worker_pids().into_iter().map(|p| (p, own(p))).collect();
-    assert!(first.values().all(|s| s.len() == 1), "{first:?}");
+    // SIGTTOU removes the last slot.
+    let (kept, removed) = (slot_pid(&server, 0), slot_pid(&server, 1));
+    let (kept_socket, removed_socket) = (own(kept), own(removed));
+    assert!(kept_socket.len() == 1 && removed_socket.len() == 1 && kept_socket != removed_socket);
+    // With slot 1's worker stopped, the connections the kernel gives slot
+    // 1's socket wait in its queue...
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(removed, libc::SIGSTOP) };
+    assert!(wait_until(Duration::from_secs(5), || all_threads_stopped(removed)));
+    let queued = clients(&server, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    // ...and when the slot is removed, the master serves that queue
+    // through slot 0's worker, while slot 1's is still stopped.
     server.signal(libc::SIGTTOU);
-    assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
-    let kept = server.worker_pids()[0];
-    let removed = first.keys().copied().find(|&p| p != kept).unwrap();
-    let removed_socket = first[&removed].clone();
-    assert_ne!(removed_socket, first[&kept]);
-    // Half the connections hash to the removed slot's socket, which nobody
-    // else accepts from: the master passes them to the remaining worker.
-    let by = served_by(&server, 100);
-    assert_eq!(by.values().sum::<usize>(), 100);
+    for c in queued {
+        let resp = c.join().unwrap().expect("every queued connection is served");
+        assert_eq!((resp.status, pid_of(&resp)), (200, kept));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(removed, libc::SIGCONT) };
+    assert!(wait_until(Duration::from_secs(10), || server.worker_pids() == vec![kept]));
     assert_eq!(listening_set(server.addr.port()), inodes, "the socket and its queue survive the slot");
-    assert!(server.stderr().contains("SIGTTOU"));
+    // New connections no longer go to the removed slot's socket, where only
+    // the master would take them: they are served with the master stopped.
+    server.signal(libc::SIGSTOP);
+    let by = served_by(&server, 40);
+    server.signal(libc::SIGCONT);
+    assert_eq!(by.get(&kept), Some(&40), "{by:?}");
 
-    let before = server.worker_pids();
     server.signal(libc::SIGTTIN);
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 2));
     // Forked is not ready: until it is, the master serves slot 1's queue
     // through worker 0.
-    let new = server.worker_pids().into_iter().find(|p| !before.contains(p)).unwrap();
+    let new = server.worker_pids().into_iter().find(|&p| p != kept).unwrap();
     assert!(wait_until(Duration::from_secs(10), || server.ready_logged(new)));
+    assert_eq!(own(new), removed_socket, "the removed slot's new worker got that slot's socket");
+    assert_eq!(own(kept), kept_socket, "the remaining worker kept its own");
+    // And the kernel spreads new connections over both sockets again.
     let by = served_by(&server, 100);
     assert_eq!(by.len(), 2, "the new worker of slot 1 serves its socket: {by:?}");
-    assert_eq!(own(new), removed_socket, "the removed slot's new worker got that slot's socket");
-    assert_eq!(own(kept), first[&kept], "the remaining worker kept its own");
 }
 
 #[test]
 fn a_master_with_a_removed_slots_socket_still_sleeps_when_idle() {
     // The removed slot's socket stays in the group for good, so the master
-    // accepts from it for good. It polls that socket, and wakes when a
-    // connection arrives there: nothing about it needs the 50 ms tick of a
-    // master with work in progress (20 wake-ups a second). Settled, it
-    // wakes on its 500 ms tick and the worker's heartbeats: about 4.
+    // keeps serving its queue for good. It polls that socket, and would
+    // wake if a connection arrived there: nothing about it needs the 50 ms
+    // tick of a master with work in progress (20 wake-ups a second).
+    // Settled, it wakes on its 500 ms tick and the worker's heartbeats:
+    // about 4.
     let server = start("2");
     server.signal(libc::SIGTTOU);
     assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
-    // The removed slot's share still arrives through the master.
     assert_eq!(served_by(&server, 20).values().sum::<usize>(), 20);
     std::thread::sleep(Duration::from_millis(700));
     let before = context_switches(server.pid());
     std::thread::sleep(Duration::from_secs(3));
     let per_second = (context_switches(server.pid()) - before) as f64 / 3.0;
     assert!(per_second < 10.0, "an idle master woke {per_second:.0} times a second");
-    // And it still wakes for the removed slot's connections.
     assert_eq!(served_by(&server, 20).values().sum::<usize>(), 20);
 }
 
@@ -188,13 +231,21 @@ fn a_worker_that_drains_on_its_own_is_replaced_and_gets_no_more_connections() {
 
 #[test]
 fn connections_passed_to_a_worker_that_dies_before_taking_them_are_passed_again() {
-    let server = start("2");
-    server.signal(libc::SIGTTOU);
-    assert!(wait_until(Duration::from_secs(10), || server.worker_pids().len() == 1));
-    let only = server.worker_pids()[0];
-    // Stopped, it still looks healthy for a moment: the master passes it
-    // the removed slot's connections, which sit unread in its channel.
-    // SAFETY: kill(2) on the worker of the server this test started.
+    // Slot 1's worker is killed and its replacement takes 30 s to boot:
+    // meanwhile the master passes what reaches slot 1's socket to slot 0's
+    // worker.
+    let slow = SlowRespawn::new("passed-again", Duration::from_secs(30));
+    let server = Server::start(&["--workers", "2", "--balance", "reuseport", "--", slow.program.to_str().unwrap()]);
+    let (only, victim) = (slot_pid(&server, 0), slot_pid(&server, 1));
+    slow.arm_once();
+    // SAFETY: kill(2) on a worker of the server this test started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    // The replacement has begun its wait when the marker is gone; the
+    // next one (slot 0's, below) boots at once.
+    assert!(wait_until(Duration::from_secs(10), || !slow.marker.exists()));
+    // Stopped, slot 0's worker still looks healthy for a moment: the master
+    // passes it slot 1's connections, which sit unread in its channel.
+    // SAFETY: as above.
     unsafe { libc::kill(only, libc::SIGSTOP) };
     // Each of its threads stops on its way back to user space: one already
     // inside accept(2) would still take a connection, which is then the
@@ -202,24 +253,18 @@ fn connections_passed_to_a_worker_that_dies_before_taking_them_are_passed_again(
     // load: `perf` caught a worker thread's accept returning 8 µs after the
     // stop reached the main thread, and the kill reset that connection).
     assert!(wait_until(Duration::from_secs(5), || all_threads_stopped(only)));
-    let clients: Vec<_> = (0..20)
-        .map(|_| {
-            let addr = server.addr;
-            std::thread::spawn(move || {
-                let s = std::net::TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-                let mut r = Reader::new(s);
-                r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-                r.response(false).map(|resp| resp.status)
-            })
-        })
-        .collect();
+    let waiting = clients(&server, 20);
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: as above.
     unsafe { libc::kill(only, libc::SIGKILL) };
-    // Every connection is served by the replacement: those queued in slot
-    // 0's socket, and those the dead worker never took, passed again.
-    for c in clients {
-        assert_eq!(c.join().unwrap().expect("served"), 200);
+    // Every connection is served by slot 0's replacement, long before slot
+    // 1's boots: those queued in slot 0's socket, and those the dead worker
+    // never took, passed again.
+    for c in waiting {
+        let resp = c.join().unwrap().expect("served");
+        assert_eq!(resp.status, 200);
+        assert!(![only, victim, 0].contains(&pid_of(&resp)), "served by {}", pid_of(&resp));
     }
+    let log = server.stderr();
+    assert!(log.contains(&format!("(pid {only}) died before taking")), "nothing was passed again:\n{log}");
 }

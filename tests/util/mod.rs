@@ -605,7 +605,8 @@ pub fn install_script(path: &std::path::Path, text: &str) {
 
 /// A worker program that runs `faults`, but once `marker` exists waits
 /// `delay` before it starts: a replacement worker that is slow to boot, so
-/// a slot stays without a worker for that long.
+/// a slot stays without a worker for that long. A marker that says `once`
+/// is removed by the worker it slows down.
 pub struct SlowRespawn {
     pub program: PathBuf,
     pub marker: PathBuf,
@@ -617,7 +618,7 @@ impl SlowRespawn {
         let marker = temp_path(&format!("{what}.slow"));
         let _ = std::fs::remove_file(&marker);
         let text = format!(
-            "#!/bin/sh\nif [ -e '{}' ]; then sleep {}; fi\nexec '{}' \"$@\"\n",
+            "#!/bin/sh\nm='{}'\nif [ -e \"$m\" ]; then\n  if grep -q once \"$m\"; then rm -f \"$m\"; fi\n  sleep {}\nfi\nexec '{}' \"$@\"\n",
             marker.display(),
             delay.as_secs_f64(),
             bin("faults").display()
@@ -629,6 +630,12 @@ impl SlowRespawn {
     /// From now on, workers started take `delay` to boot.
     pub fn arm(&self) {
         std::fs::write(&self.marker, b"").unwrap();
+    }
+
+    /// The next worker started takes `delay` to boot; the marker is gone
+    /// once it has begun its wait.
+    pub fn arm_once(&self) {
+        std::fs::write(&self.marker, b"once").unwrap();
     }
 }
 

@@ -180,27 +180,44 @@ pub fn steer_reuseport(socket: &socket2::Socket, first: Option<u32>) -> io::Resu
     let Some(n) = first else {
         return match nix::sys::socket::setsockopt(socket, DetachReusePortBpf, &0) {
             // Nothing attached: already the kernel's choice.
-            Err(nix::errno::Errno::ENOENT) => Ok(()),
-            r => r.map_err(io::Error::from),
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+            // Before Linux 5.3 a program cannot be detached; one that never
+            // chooses leaves the choice to the kernel's hash just the same.
+            Err(nix::errno::Errno::ENOPROTOOPT) => attach_reuseport_program(socket, &mut NO_CHOICE.clone()),
+            Err(e) => Err(e.into()),
         };
     };
-    // Classic BPF, which unprivileged processes may attach (eBPF would
-    // need CAP_BPF): A = random; A %= n; return A. An index outside the
-    // group makes the kernel fall back to its hash. Random rather than
-    // the packet's hash: a SYN from a NIC without receive hashing has
-    // hash 0, which would send everything to the first socket.
-    let mut program = [
-        bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
-        bpf(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1)),
-        bpf(libc::BPF_RET | libc::BPF_A, 0),
-    ];
-    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // A = random; A %= n; return A. Random rather than the packet's hash:
+    // a SYN from a NIC without receive hashing has hash 0, which would
+    // send everything to the first socket.
+    attach_reuseport_program(
+        socket,
+        &mut [
+            // The ancillary-data offsets are negative: SKF_AD_OFF wraps to
+            // the top of the u32 range, as in C.
+            bpf(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, (libc::SKF_AD_OFF + libc::SKF_AD_RANDOM) as u32),
+            bpf(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1)),
+            bpf(libc::BPF_RET | libc::BPF_A, 0),
+        ],
+    )
+}
+
+/// A program whose answer is no socket of the group (an index past its
+/// end), so the kernel falls back to its hash.
+const NO_CHOICE: [libc::sock_filter; 1] = [bpf(libc::BPF_RET | libc::BPF_K, u32::MAX)];
+
+/// Attaches a classic BPF program to `socket`'s reuseport group (for the
+/// whole group, replacing any other). Classic, because unprivileged
+/// processes may attach it; eBPF would need CAP_BPF.
+fn attach_reuseport_program(socket: &socket2::Socket, program: &mut [libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(program.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fprog = libc::sock_fprog { len, filter: program.as_mut_ptr() };
     // The kernel copies the program during the call; `program` outlives it.
     nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::AttachReusePortCbpf, &fprog)
         .map_err(io::Error::from)
 }
 
-fn bpf(code: u32, k: u32) -> libc::sock_filter {
+const fn bpf(code: u32, k: u32) -> libc::sock_filter {
     libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
 }
 
@@ -366,6 +383,12 @@ mod tests {
         assert!(got.iter().all(|&n| n > 0), "{got:?}");
         // Detaching twice is not an error.
         steer_reuseport(&group[1], None).unwrap();
+        // Where detaching is impossible (before Linux 5.3), a program that
+        // chooses no socket: the kernel's hash decides, as detached.
+        steer_reuseport(&group[0], Some(1)).unwrap();
+        attach_reuseport_program(&group[0], &mut NO_CHOICE.clone()).unwrap();
+        let got = spread(120);
+        assert!(got.iter().all(|&n| n > 0), "{got:?}");
     }
 
     #[test]

@@ -247,6 +247,10 @@ pub struct SlotState {
     respawn_at: Option<Instant>,
     /// Its worker failed to boot: do not respawn.
     halted: bool,
+    /// Added by SIGTTIN and no worker of it ready yet: new connections
+    /// are kept off its socket until then (see
+    /// [`Master::steer_new_connections`]).
+    awaiting_first_worker: bool,
 }
 
 /// Why a slot's worker is being replaced by a new one.
@@ -341,6 +345,16 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     let listeners = match listen::from_systemd().map_err(MasterError::Setup)? {
         Some(inherited) => {
             log::info!("socket activation: {} sockets from systemd (--bind ignored)", inherited.len());
+            // A master before us may have left its steering on the group
+            // (see `Master::steer_new_connections`): systemd's copy of the
+            // socket keeps the group, and the program, alive.
+            let grouped =
+                |l: &&Listener| matches!(l.addr, ListenAddr::Tcp(_)) && l.socket.reuse_port().unwrap_or(false);
+            for l in inherited.iter().filter(grouped) {
+                if let Err(e) = listen::steer_reuseport(&l.socket, None) {
+                    log::warn!("{}: cannot reset the steering of new connections: {e}", l.addr);
+                }
+            }
             inherited
         }
         None => {
@@ -466,6 +480,7 @@ impl Master {
             self.check_recycling();
             self.advance_replacements();
             self.manage_workers();
+            self.steer_new_connections();
             self.announce_when_ready();
         }
     }
@@ -599,25 +614,40 @@ impl Master {
         }
     }
 
-    /// Keeps new connections off the sockets of slots removed by SIGTTOU.
-    /// Their sockets stay open, with their queues, which the master serves
-    /// (see [`Master::orphaned_sockets`]), but the kernel would go on giving
+    /// Keeps new connections off the sockets of slots removed by SIGTTOU,
+    /// and of slots SIGTTIN added until their first worker is ready. Their
+    /// sockets stay open, with their queues, which the master serves (see
+    /// [`Master::orphaned_sockets`]), but the kernel would go on giving
     /// each its share of new connections, all through the master. So each
-    /// TCP group is steered to the sockets of the remaining slots, and left
-    /// to the kernel's hash again once every socket has a slot (SIGTTIN).
+    /// TCP group is steered to the sockets of the slots in service, and left
+    /// to the kernel's hash again once every socket has one. Runs on every
+    /// pass of the loop; it acts only when that number changes.
     ///
     /// A group lists its sockets in the order they started listening: the
     /// listener (slot 0's), then each slot's own, created in slot order and
-    /// never closed before the master stops, so the remaining slots'
-    /// sockets come first. (A process outside this master that joins the
-    /// group can only shift that: what lands on a removed slot's socket is
-    /// still passed on.) Slots that are merely without a worker for a
-    /// while (crashed, booting, stalled) keep their share: their queues
-    /// wait for the replacement or are passed on meanwhile.
+    /// never closed before the master stops, so the slots in service come
+    /// first. That holds while this master is alone in the group. Another
+    /// process that joins it (a second server on the same address, an old
+    /// master still draining under socket activation), or a member that
+    /// closes (the kernel moves the last socket into the gap), shifts the
+    /// indices: a slot in service may then get less than its share, or a
+    /// removed slot's socket some, which the master passes on. Nothing is
+    /// lost either way, and the kernel's hash is back when the slots are
+    /// full. Slots that are merely without a worker for a while (crashed,
+    /// booting, stalled) keep their share: their queues wait for the
+    /// replacement or are passed on meanwhile.
     fn steer_new_connections(&mut self) {
-        if self.cfg.balance != Balance::Reuseport {
+        if self.cfg.balance != Balance::Reuseport || self.stopping.is_some() {
             return;
         }
+        for (slot, state) in self.slots.iter_mut().enumerate() {
+            if state.awaiting_first_worker
+                && self.workers.values().any(|w| w.slot == slot && matches!(w.phase, Phase::Ready))
+            {
+                state.awaiting_first_worker = false;
+            }
+        }
+        let in_service = self.slots.iter().take_while(|s| !s.awaiting_first_worker).count();
         for (i, l) in self.listeners.iter().enumerate() {
             if !matches!(l.addr, ListenAddr::Tcp(_)) || !l.socket.reuse_port().unwrap_or(false) {
                 continue;
@@ -625,18 +655,20 @@ impl Master {
             // The listener itself, then the slots' own sockets that exist.
             let own =
                 |slots: usize| 1 + self.slot_sockets.iter().take(slots).skip(1).filter(|o| o[i].is_some()).count();
-            let (live, all) = (own(self.slots.len()), own(self.slot_sockets.len()));
+            let (live, all) = (own(in_service), own(self.slot_sockets.len()));
             let want = (live < all).then(|| u32::try_from(live).unwrap_or(u32::MAX));
             if want == self.steered[i] {
                 continue;
             }
-            match listen::steer_reuseport(&l.socket, want) {
-                Ok(()) => self.steered[i] = want,
-                Err(e) => log::warn!(
-                    "{}: cannot steer new connections ({e}); those reaching removed slots are passed on",
+            if let Err(e) = listen::steer_reuseport(&l.socket, want) {
+                log::warn!(
+                    "{}: cannot steer new connections ({e}); the master passes on those for idle sockets",
                     l.addr
-                ),
+                );
             }
+            // Not retried on failure: what reaches an idle slot's socket is
+            // still served, through the master.
+            self.steered[i] = want;
         }
     }
 
@@ -991,8 +1023,7 @@ impl Master {
         if self.stopping.is_some() {
             return;
         }
-        self.slots.push(SlotState::default());
-        self.steer_new_connections();
+        self.slots.push(SlotState { awaiting_first_worker: true, ..SlotState::default() });
         log::info!("SIGTTIN: scaling up to {} workers", self.slots.len());
     }
 
@@ -1018,7 +1049,6 @@ impl Master {
         for w in self.workers.values_mut().filter(|w| w.slot == removed) {
             w.stop(deadline, control::RETIRE_IDLE_GRACE);
         }
-        self.steer_new_connections();
         log::info!("SIGTTOU: scaling down to {} workers", self.slots.len());
     }
 

@@ -116,6 +116,7 @@ fn a_removed_slot_keeps_its_queue_served_gets_no_new_connections_and_a_new_worke
     // New connections no longer go to the removed slot's socket, where only
     // the master would take them: they are served with the master stopped.
     server.signal(libc::SIGSTOP);
+    assert!(wait_until(Duration::from_secs(5), || all_threads_stopped(server.pid())));
     let by = served_by(&server, 40);
     server.signal(libc::SIGCONT);
     assert_eq!(by.get(&kept), Some(&40), "{by:?}");
@@ -131,6 +132,34 @@ fn a_removed_slot_keeps_its_queue_served_gets_no_new_connections_and_a_new_worke
     // And the kernel spreads new connections over both sockets again.
     let by = served_by(&server, 100);
     assert_eq!(by.len(), 2, "the new worker of slot 1 serves its socket: {by:?}");
+}
+
+#[test]
+fn a_slot_sigttin_adds_gets_new_connections_once_its_worker_is_ready() {
+    // The added slot's worker takes 4 s to boot. Until it is ready its new
+    // socket gets no new connections: they are served by slot 0's worker
+    // at once, even with the master stopped (nobody to pass them on).
+    let slow = SlowRespawn::new("added-slot", Duration::from_secs(4));
+    let server = Server::start(&["--workers", "1", "--balance", "reuseport", "--", slow.program.to_str().unwrap()]);
+    let first = server.worker_pids()[0];
+    slow.arm();
+    server.signal(libc::SIGTTIN);
+    assert!(wait_until(Duration::from_secs(5), || server.worker_pids().len() == 2));
+    assert_eq!(listening_set(server.addr.port()).len(), 2, "slot 1's socket is open");
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGSTOP);
+    assert!(wait_until(Duration::from_secs(5), || all_threads_stopped(server.pid())));
+    let started = std::time::Instant::now();
+    let by = served_by(&server, 40);
+    server.signal(libc::SIGCONT);
+    assert_eq!(by.get(&first), Some(&40), "{by:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    // Ready, it gets its share.
+    let added = server.worker_pids().into_iter().find(|&p| p != first).unwrap();
+    assert!(wait_until(Duration::from_secs(15), || server.ready_logged(added)));
+    std::thread::sleep(Duration::from_millis(300));
+    let by = served_by(&server, 100);
+    assert!(by.get(&added).is_some_and(|&n| n >= 20), "{by:?}");
 }
 
 #[test]

@@ -208,6 +208,11 @@ fn socket_activation_with_reuse_port_gives_each_slot_its_own_socket() {
         )
     };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    // Steering left on the group by a master stopped after a SIGTTOU
+    // (systemd's socket keeps the group alive): every new connection to the
+    // first socket, systemd's. The new master must reset it, or slot 1's
+    // socket would get nothing.
+    http_cluster::listen::steer_reuseport(&listener, Some(1)).unwrap();
     // The shell's pid is the master's: `exec` keeps it.
     let mut cmd = Command::new("/bin/sh");
     cmd.args(["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""])
@@ -249,11 +254,22 @@ fn socket_activation_with_reuse_port_gives_each_slot_its_own_socket() {
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(server_side_states(addr.port()), (16, 0), "slot 1's socket copies DeferAcceptSec");
     drop(silent);
-    for _ in 0..10 {
-        let mut r = Reader::new(std::net::TcpStream::connect(addr).unwrap());
-        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
-        assert_eq!(r.response(false).unwrap().status, 200);
-    }
+    // Both slots get new connections: each worker holds some of 40 open
+    // keep-alive connections.
+    let workers = children_of(child.id() as i32);
+    let sockets = |pid: i32| socket_inodes_of(pid).len();
+    let before: Vec<usize> = workers.iter().map(|&p| sockets(p)).collect();
+    let open: Vec<_> = (0..40)
+        .map(|_| {
+            let mut r = Reader::new(std::net::TcpStream::connect(addr).unwrap());
+            r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+            assert_eq!(r.response(false).unwrap().status, 200);
+            r
+        })
+        .collect();
+    let gained: Vec<usize> = workers.iter().zip(&before).map(|(&p, &b)| sockets(p).saturating_sub(b)).collect();
+    assert!(gained.iter().all(|&n| n >= 5), "connections per worker: {gained:?}");
+    drop(open);
     // SAFETY: kill(2) on the child we started.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some()));

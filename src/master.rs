@@ -333,6 +333,26 @@ struct Master {
     last_memory_check: Instant,
 }
 
+/// Raises the soft limit on open files to the hard one, as Go programs do
+/// when they start; the workers, started after this, inherit it. Each
+/// connection holds a descriptor, and the soft limit is often 1024 (login
+/// shells, and systemd's default for services) while the hard one is far
+/// higher: a worker would stop accepting at about a thousand connections
+/// (EMFILE; the rest wait in the kernel queue) on a machine with room for
+/// many more. The hard limit stays the operator's (`ulimit -Hn`, systemd's
+/// `LimitNOFILE=`).
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => log::info!("open files: soft limit raised from {soft} to the hard limit, {hard}"),
+            Err(e) => log::warn!("open files: cannot raise the soft limit ({soft}) to the hard one ({hard}): {e}"),
+        },
+        Ok((soft, _)) => log::info!("open files: limit {soft}"),
+        Err(e) => log::warn!("open files: cannot read the limit: {e}"),
+    }
+}
+
 /// Runs the master until it is stopped. Returns the process exit code.
 pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     let mask = supervised_signals();
@@ -341,6 +361,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
     mask.thread_block().map_err(|e| MasterError::Setup(format!("blocking signals: {e}")))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|e| MasterError::Setup(format!("signalfd: {e}")))?;
+    raise_open_file_limit();
 
     let listeners = match listen::from_systemd().map_err(MasterError::Setup)? {
         Some(inherited) => {

@@ -24,8 +24,9 @@
 //!   `416` with `Content-Range: bytes */len`. A request for several ranges
 //!   gets the whole file with `200`, which the RFC allows, instead of a
 //!   `multipart/byteranges` body (so do several `Range` lines). `If-Range`
-//!   (one ETag, compared strongly, or the exact `Last-Modified` date)
-//!   turns a stale range request into a full `200`. Every file response
+//!   (one ETag, compared strongly, or the exact `Last-Modified` date of a
+//!   file last changed over a second ago) turns a stale range request
+//!   into a full `200`. Every file response
 //!   says `Accept-Ranges: bytes`.
 //! - **Methods**: GET and HEAD (same headers, no body); anything else is
 //!   `405` with `Allow: GET, HEAD`.
@@ -337,15 +338,22 @@ struct Validators {
     etag: String,
     /// Whole seconds, as HTTP dates carry them; `None` before 1970.
     modified: Option<SystemTime>,
+    /// The file was last changed at least a second ago, so a date equal
+    /// to `modified` names this version and no earlier one of the same
+    /// second: it may stand for the file in `If-Range` (RFC 9110 §8.8.2.2,
+    /// the rule Apache applies).
+    modified_is_strong: bool,
 }
 
 impl Validators {
     fn of(meta: &fs::Metadata) -> Validators {
         let since_epoch = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let nanos = since_epoch.map_or(0, |d| d.as_nanos());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Validators {
             etag: format!("\"{:x}-{:x}\"", meta.len(), nanos),
             modified: since_epoch.map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs())),
+            modified_is_strong: since_epoch.is_some_and(|d| now.saturating_sub(d) >= std::time::Duration::from_secs(1)),
         }
     }
 
@@ -404,7 +412,11 @@ mod conditions {
 
     /// Whether a `Range` header is honoured: always without `If-Range`;
     /// with it, only if it names the current version (§13.1.5: an ETag
-    /// compared strongly, or a date equal to `Last-Modified`).
+    /// compared strongly, or a date equal to `Last-Modified` when that is
+    /// strong). A file changed within the last second gets the whole
+    /// file: a client that fetched an earlier version in that same second
+    /// holds the same date, and a range of this version spliced onto it
+    /// would corrupt its copy.
     pub fn range_applies(req: &Request, v: &Validators) -> bool {
         let Some(value) = field(req, "if-range") else { return true };
         let value = value.trim();
@@ -412,7 +424,8 @@ mod conditions {
             // One entity-tag, not a list; a weak one never matches.
             return single_tag(value).is_some_and(|tag| tag == v.etag);
         }
-        matches!((httpdate::parse_http_date(value), v.modified), (Ok(date), Some(modified)) if date == modified)
+        v.modified_is_strong
+            && matches!((httpdate::parse_http_date(value), v.modified), (Ok(date), Some(modified)) if date == modified)
     }
 
     /// `value` if it is exactly one strong entity-tag (`"…"`, no `"`

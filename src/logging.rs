@@ -9,6 +9,34 @@ use std::io::Write as _;
 
 use log::Log as _;
 
+/// A warning that can repeat many times a second (an accept loop out of
+/// descriptors retries every few milliseconds until connections close):
+/// logged at most once a second, with how many were left out, so one
+/// condition does not bury the log or fill its disk.
+pub struct RepeatedWarning {
+    what: &'static str,
+    last: Option<std::time::Instant>,
+    unreported: u64,
+}
+
+impl RepeatedWarning {
+    pub fn new(what: &'static str) -> RepeatedWarning {
+        RepeatedWarning { what, last: None, unreported: 0 }
+    }
+
+    pub fn warn(&mut self, e: &dyn std::fmt::Display) {
+        if self.last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+            self.unreported += 1;
+            return;
+        }
+        match std::mem::take(&mut self.unreported) {
+            0 => log::warn!("{}: {e}", self.what),
+            n => log::warn!("{}: {e} (and {n} more since the last report)", self.what),
+        }
+        self.last = Some(std::time::Instant::now());
+    }
+}
+
 /// The environment variable that carries `--log-level` to workers.
 pub const LEVEL_ENV: &str = "HTTP_CLUSTER_LOG_LEVEL";
 

@@ -26,6 +26,7 @@ use crate::config::Limits;
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::listen::{self, ListenAddr, ListenOptions, Listener};
+use crate::logging::RepeatedWarning;
 use crate::status::{ControlSocket, Status, WorkerStatus};
 use crate::worker::CHANNEL_FD;
 
@@ -317,6 +318,9 @@ struct Master {
     next_target: usize,
     /// After an accept error on an orphaned socket, not before this.
     orphans_paused_until: Option<Instant>,
+    /// Those errors, logged at most once a second (out of descriptors,
+    /// every tick fails).
+    orphan_accept_failures: RepeatedWarning,
     /// Accepted connections waiting for a healthy worker.
     waiting: Vec<socket2::Socket>,
     control: Option<ControlSocket>,
@@ -436,6 +440,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
         steered,
         next_target: 0,
         orphans_paused_until: None,
+        orphan_accept_failures: RepeatedWarning::new("accepting for a slot without a worker (retried every tick)"),
         waiting: Vec::new(),
         control,
         started: Instant::now(),
@@ -751,7 +756,7 @@ impl Master {
         if let Some(e) = failed {
             // EMFILE and friends: the socket stays readable, so polling it
             // again at once would spin. Leave it to the next tick.
-            log::warn!("accepting for a slot without a worker: {e}; retrying in {TICK:?}");
+            self.orphan_accept_failures.warn(&e);
             self.orphans_paused_until = Some(Instant::now() + TICK);
         }
         // Connections nobody could take last time go first.

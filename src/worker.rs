@@ -23,6 +23,7 @@ use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
+use crate::logging::RepeatedWarning;
 use crate::net::{Listener, ListenerError, Stream};
 use crate::park::{Parked, ParkingLot};
 use crate::pool::{Pool, Spawn};
@@ -336,7 +337,9 @@ fn spawn_accept_loop(
 ) -> coroutine::JoinHandle<()> {
     let accept = move || {
         let mut started = 0u32;
-        let mut failures = AcceptFailures::default();
+        // Out of descriptors (EMFILE) the loop retries every 10 ms until
+        // connections close: one report a second, not a line per retry.
+        let mut failures = RepeatedWarning::new("accept");
         loop {
             match listener.accept() {
                 // Served even when the drain began meanwhile: it was taken
@@ -354,7 +357,7 @@ fn spawn_accept_loop(
                 Err(e) => {
                     // EMFILE and friends: log, back off briefly, go on. The
                     // connection stays queued in the kernel.
-                    failures.report(&e);
+                    failures.warn(&e);
                     pause(Duration::from_millis(10));
                 }
             }
@@ -369,29 +372,6 @@ fn spawn_accept_loop(
             log::error!("cannot start the accept loop: {e}");
             std::process::exit(control::EXIT_BOOT_ERROR);
         }
-    }
-}
-
-/// Failed accepts, reported at most once a second: out of descriptors
-/// (EMFILE) the loop retries every 10 ms until connections close, and a
-/// line per retry would bury the log (and fill its disk) with one error.
-#[derive(Default)]
-struct AcceptFailures {
-    last_report: Option<Instant>,
-    unreported: u64,
-}
-
-impl AcceptFailures {
-    fn report(&mut self, e: &std::io::Error) {
-        if self.last_report.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
-            self.unreported += 1;
-            return;
-        }
-        match std::mem::take(&mut self.unreported) {
-            0 => log::warn!("accept: {e}"),
-            n => log::warn!("accept: {e} (and {n} more failures since the last report)"),
-        }
-        self.last_report = Some(Instant::now());
     }
 }
 

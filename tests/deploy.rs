@@ -287,22 +287,30 @@ fn open_file_limits(pid: i32) -> (String, String) {
     (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
 }
 
+/// The master on a free loopback port with one worker, started by a shell
+/// that first runs `ulimit`, in a process group of its own; stdout and
+/// stderr piped.
+fn master_under_ulimit(ulimit: &str, args: &[&str]) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    Command::new("/bin/sh")
+        .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")])
+        .arg(bin("http-cluster"))
+        .args(["--bind", "127.0.0.1:0", "--workers", "1", "--control-socket", "none"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn the_master_raises_the_open_file_soft_limit_for_its_workers() {
     // A login shell's or systemd's soft limit of 1024 (256 here, the hard
     // one left as it is) would cap each worker near that many connections.
-    use std::os::unix::process::CommandExt;
     let (_, hard) = open_file_limits(std::process::id() as i32);
     assert!(hard == "unlimited" || hard.parse::<u64>().unwrap() > 256, "hard limit {hard}: nothing to raise");
-    let mut child = Command::new("/bin/sh")
-        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
-        .arg(bin("http-cluster"))
-        .args(["--bind", "127.0.0.1:0", "--workers", "1", "--control-socket", "none"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = master_under_ulimit("-Sn 256", &[]);
     let _guard = KillGroup(child.id() as i32);
     let mut banner = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
@@ -320,16 +328,7 @@ fn a_worker_out_of_descriptors_keeps_serving_and_reports_it_once_a_second() {
     // 64 descriptors in all: the worker runs out after some 40
     // connections. The rest wait in the kernel's queue while the accept
     // loop retries every 10 ms, and are served as the first ones close.
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new("/bin/sh")
-        .args(["-c", "ulimit -n 64 && exec \"$0\" \"$@\""])
-        .arg(bin("http-cluster"))
-        .args(["--bind", "127.0.0.1:0", "--workers", "1", "--control-socket", "none", "--defer-accept", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut child = master_under_ulimit("-n 64", &["--defer-accept", "0"]);
     let _guard = KillGroup(child.id() as i32);
     let log = Arc::new(Mutex::new(String::new()));
     let (sink, mut pipe) = (log.clone(), child.stderr.take().unwrap());

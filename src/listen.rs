@@ -183,7 +183,11 @@ pub fn steer_reuseport(socket: &socket2::Socket, first: Option<u32>) -> io::Resu
             Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(()),
             // Before Linux 5.3 a program cannot be detached; one that never
             // chooses leaves the choice to the kernel's hash just the same.
-            Err(nix::errno::Errno::ENOPROTOOPT) => attach_reuseport_program(socket, &mut NO_CHOICE.clone()),
+            // Before 4.5 none can be attached either, so none was.
+            Err(nix::errno::Errno::ENOPROTOOPT) => match attach_reuseport_program(socket, &mut NO_CHOICE.clone()) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOPROTOOPT) => Ok(()),
+                r => r,
+            },
             Err(e) => Err(e.into()),
         };
     };

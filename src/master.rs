@@ -14,9 +14,11 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -27,6 +29,7 @@ use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::listen::{self, ListenAddr, ListenOptions, Listener};
 use crate::logging::RepeatedWarning;
+use crate::net::{self, OpenFiles};
 use crate::status::{ControlSocket, Status, WorkerStatus};
 use crate::worker::CHANNEL_FD;
 
@@ -337,23 +340,21 @@ struct Master {
     last_memory_check: Instant,
 }
 
-/// Raises the soft limit on open files to the hard one, as Go programs do
-/// when they start; the workers, started after this, inherit it. Each
-/// connection holds a descriptor, and the soft limit is often 1024 (login
-/// shells, and systemd's default for services) while the hard one is far
-/// higher: a worker would stop accepting at about a thousand connections
-/// (EMFILE; the rest wait in the kernel queue) on a machine with room for
-/// many more. The hard limit stays the operator's (`ulimit -Hn`, systemd's
-/// `LimitNOFILE=`).
+/// The open-file limits the master started with, which its workers start
+/// with again (see [`net::raise_open_file_limit`]).
+static STARTING_OPEN_FILES: OnceLock<OpenFiles> = OnceLock::new();
+
 fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => log::info!("open files: soft limit raised from {soft} to the hard limit, {hard}"),
-            Err(e) => log::warn!("open files: cannot raise the soft limit ({soft}) to the hard one ({hard}): {e}"),
-        },
-        Ok((soft, _)) => log::info!("open files: limit {soft}"),
-        Err(e) => log::warn!("open files: cannot read the limit: {e}"),
+    match net::raise_open_file_limit() {
+        Ok(found) => {
+            let _ = STARTING_OPEN_FILES.set(found);
+            if found.soft < found.hard {
+                log::info!("open files: soft limit raised from {} to the hard limit, {}", found.soft, found.hard);
+            } else {
+                log::info!("open files: limit {}", found.soft);
+            }
+        }
+        Err(e) => log::warn!("open files: cannot raise the soft limit to the hard one: {e}"),
     }
 }
 
@@ -1344,9 +1345,10 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES");
     let child_end = theirs.as_raw_fd();
+    let starting_open_files = STARTING_OPEN_FILES.get().copied();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (dup2, fcntl, sigprocmask); it does
-    // not allocate or take locks.
+    // only async-signal-safe functions (dup2, fcntl, sigprocmask,
+    // setrlimit); it does not allocate or take locks.
     unsafe {
         cmd.pre_exec(move || {
             let placed = if child_end == CHANNEL_FD {
@@ -1362,6 +1364,12 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
             // The master blocks the signals it reads from its signalfd; a
             // worker must start with the default mask.
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
+            // The soft limit on open files the master found: a worker built
+            // with this library raises it again itself, any other program
+            // (one using select(), say) gets what it would have had.
+            if let Some(OpenFiles { soft, hard }) = starting_open_files {
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
+            }
             Ok(())
         });
     }

@@ -260,3 +260,30 @@ mod tests {
         assert!(accepted.tcp_nodelay().unwrap());
     }
 }
+
+/// A process's limit on open files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenFiles {
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and
+/// returns the limits it found. Each connection holds a descriptor, and
+/// the soft limit is often 1024 (login shells, systemd's default for
+/// services) while the hard one is far higher: a worker would stop
+/// accepting at about a thousand connections (EMFILE; the rest wait in
+/// the kernel queue) on a machine with room for many more. The hard limit
+/// stays the operator's (`ulimit -Hn`, systemd's `LimitNOFILE=`). The
+/// soft limit is low on purpose for programs that use `select()`, which
+/// cannot take a descriptor from 1024 on: so, as Go does, a process that
+/// raises it gives the limit it found back to the programs it starts (the
+/// master does; a handler's subprocesses inherit the raised one).
+pub fn raise_open_file_limit() -> nix::Result<OpenFiles> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(OpenFiles { soft, hard })
+}

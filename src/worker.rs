@@ -199,6 +199,16 @@ pub fn run(app: impl App) -> ! {
             std::process::exit(control::EXIT_BOOT_ERROR);
         }
     };
+    // The master gave this process back the soft limit it started with
+    // (see `net::raise_open_file_limit`); a worker needs a descriptor per
+    // connection.
+    match crate::net::raise_open_file_limit() {
+        Ok(found) if found.soft < found.hard => {
+            log::debug!("open files: soft limit raised from {} to {}", found.soft, found.hard)
+        }
+        Ok(_) => {}
+        Err(e) => log::warn!("open files: cannot raise the soft limit to the hard one: {e}"),
+    }
     match boot(channel) {
         Ok((limits, listeners, channel)) => serve(Arc::new(app), limits, listeners, channel, signals),
         Err(e) => {

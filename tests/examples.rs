@@ -299,19 +299,30 @@ fn files_single_ranges_206_416_and_if_range() {
         let resp = ask(&server, "GET", "/notes.txt", &[("Range", "bytes=0-1"), ("If-Range", if_range)]);
         assert_eq!(resp.status, status, "If-Range {if_range}");
     }
-    // Its Last-Modified date keeps the range once the file is a second
-    // old (it was written moments ago: made older here), and not while it
-    // is younger, when an earlier version of the same second would carry
-    // the same date. (Younger: 5 s ahead of the clock, which counts as
-    // changed just now and gives the check 5 s instead of one.)
+    // Its Last-Modified date keeps the range only once the file is a second
+    // old, by its modification time and by its inode change time (it was
+    // written moments ago: its time is set back here, which changes the
+    // latter). A version of the last second shares its date with any other
+    // of that second.
     let notes = std::fs::File::options().write(true).open(site.path("root/notes.txt")).unwrap();
-    let now = std::time::SystemTime::now();
-    for (modified_at, status) in [(now - Duration::from_secs(10), 206), (now + Duration::from_secs(5), 200)] {
-        notes.set_modified(modified_at).unwrap();
-        let modified = ask(&server, "HEAD", "/notes.txt", &[]).header("last-modified").unwrap().to_string();
-        let resp = ask(&server, "GET", "/notes.txt", &[("Range", "bytes=0-1"), ("If-Range", &modified)]);
-        assert_eq!(resp.status, status, "Last-Modified {modified}");
-    }
+    let if_range = |server: &Server| {
+        let modified = ask(server, "HEAD", "/notes.txt", &[]).header("last-modified").unwrap().to_string();
+        let resp = ask(server, "GET", "/notes.txt", &[("Range", "bytes=0-1"), ("If-Range", &modified)]);
+        (modified, resp.status)
+    };
+    let set_back = std::time::SystemTime::now() - Duration::from_secs(10);
+    notes.set_modified(set_back).unwrap();
+    assert_eq!(if_range(&server).1, 200, "inode changed just now (as by touch -d)");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (modified, status) = if_range(&server);
+    assert_eq!(status, 206, "a second later, Last-Modified {modified}");
+    // A modification time ahead of the clock: sent as now, and weak (5 s
+    // ahead gives the check 5 s instead of one).
+    notes.set_modified(std::time::SystemTime::now() + Duration::from_secs(5)).unwrap();
+    let (modified, status) = if_range(&server);
+    assert_eq!(status, 200, "Last-Modified {modified}");
+    let sent = httpdate::parse_http_date(&modified).unwrap();
+    assert!(sent <= std::time::SystemTime::now(), "Last-Modified {modified} is in the future");
 
     // A range deep inside a file larger than the read buffer, with curl.
     let (ok, out) =

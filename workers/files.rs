@@ -57,7 +57,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -336,12 +336,20 @@ struct Validators {
     /// Strong: size and modification time to the nanosecond (what nginx
     /// uses too); quoted, as sent.
     etag: String,
-    /// Whole seconds, as HTTP dates carry them; `None` before 1970.
+    /// Whole seconds, as HTTP dates carry them, and never later than now
+    /// (RFC 9110 §8.8.2.1: a modification time ahead of the clock is sent
+    /// as the time of the response); `None` before 1970.
     modified: Option<SystemTime>,
-    /// The file was last changed at least a second ago, so a date equal
-    /// to `modified` names this version and no earlier one of the same
-    /// second: it may stand for the file in `If-Range` (RFC 9110 §8.8.2.2,
-    /// the rule Apache applies).
+    /// The file's modification time and its inode change time (which
+    /// `touch -d`, `rsync -t` or `tar` setting an old modification time
+    /// cannot move back) are both at least a second old. Only then may a
+    /// date equal to `modified` stand for this version in `If-Range` (RFC
+    /// 9110 §8.8.2.2, the rule Apache applies): a version written in the
+    /// last second shares its date with any other of that second. This
+    /// protects requests that come within a second of a change; a client
+    /// holding an earlier version of the same second is itself bound
+    /// (§13.1.5) not to send that date, whose response `Date` was not a
+    /// second after it.
     modified_is_strong: bool,
 }
 
@@ -350,10 +358,15 @@ impl Validators {
         let since_epoch = meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let nanos = since_epoch.map_or(0, |d| d.as_nanos());
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let changed = std::time::Duration::new(
+            u64::try_from(meta.ctime()).unwrap_or(0),
+            u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+        );
+        let a_second_ago = |t: std::time::Duration| now.saturating_sub(t) >= std::time::Duration::from_secs(1);
         Validators {
             etag: format!("\"{:x}-{:x}\"", meta.len(), nanos),
-            modified: since_epoch.map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.as_secs())),
-            modified_is_strong: since_epoch.is_some_and(|d| now.saturating_sub(d) >= std::time::Duration::from_secs(1)),
+            modified: since_epoch.map(|d| UNIX_EPOCH + std::time::Duration::from_secs(d.min(now).as_secs())),
+            modified_is_strong: since_epoch.is_some_and(a_second_ago) && a_second_ago(changed),
         }
     }
 

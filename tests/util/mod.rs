@@ -536,6 +536,12 @@ pub fn listening_inodes(port: u16) -> Vec<String> {
     tcp_sockets_on(port).into_iter().filter(|(state, _)| state == "0A").map(|(_, inode)| inode).collect()
 }
 
+/// The inodes of the server-side ends of connections to `port` that are
+/// ESTABLISHED.
+pub fn established_inodes(port: u16) -> Vec<String> {
+    tcp_sockets_on(port).into_iter().filter(|(state, _)| state == "01").map(|(_, inode)| inode).collect()
+}
+
 /// Server-side ends of connections to `port`: (SYN_RECV, ESTABLISHED). A
 /// deferred connection (`--defer-accept`) is still a request in its
 /// listener's queue, in SYN_RECV, until its first bytes come.

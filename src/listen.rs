@@ -58,6 +58,15 @@ pub struct Listener {
     created: Option<PathBuf>,
 }
 
+impl Listener {
+    /// A TCP listener in an SO_REUSEPORT group: worker slots can have
+    /// sockets of their own beside it, and the group's choice among them
+    /// can be steered.
+    pub fn is_reuseport_tcp(&self) -> bool {
+        matches!(self.addr, ListenAddr::Tcp(_)) && self.socket.reuse_port().unwrap_or(false)
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Some(path) = &self.created {

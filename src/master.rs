@@ -374,9 +374,7 @@ pub fn run(cfg: MasterConfig) -> Result<i32, MasterError> {
             // A master before us may have left its steering on the group
             // (see `Master::steer_new_connections`): systemd's copy of the
             // socket keeps the group, and the program, alive.
-            let grouped =
-                |l: &&Listener| matches!(l.addr, ListenAddr::Tcp(_)) && l.socket.reuse_port().unwrap_or(false);
-            for l in inherited.iter().filter(grouped) {
+            for l in inherited.iter().filter(|l| l.is_reuseport_tcp()) {
                 if let Err(e) = listen::steer_reuseport(&l.socket, None) {
                     log::warn!("{}: cannot reset the steering of new connections: {e}", l.addr);
                 }
@@ -675,10 +673,9 @@ impl Master {
             }
         }
         let in_service = self.slots.iter().take_while(|s| !s.awaiting_first_worker).count();
+        // Only a TCP listener in a reuseport group has slot sockets beside
+        // it; for any other, `live == all` and nothing is done.
         for (i, l) in self.listeners.iter().enumerate() {
-            if !matches!(l.addr, ListenAddr::Tcp(_)) || !l.socket.reuse_port().unwrap_or(false) {
-                continue;
-            }
             // The listener itself, then the slots' own sockets that exist.
             let own =
                 |slots: usize| 1 + self.slot_sockets.iter().take(slots).skip(1).filter(|o| o[i].is_some()).count();
@@ -723,12 +720,7 @@ impl Master {
                 match socket {
                     Some(s) => out.push(s),
                     // Slot 0 uses the listener itself.
-                    None if slot == 0
-                        && matches!(self.listeners[i].addr, ListenAddr::Tcp(_))
-                        && self.listeners[i].socket.reuse_port().unwrap_or(false) =>
-                    {
-                        out.push(&self.listeners[i].socket)
-                    }
+                    None if slot == 0 && self.listeners[i].is_reuseport_tcp() => out.push(&self.listeners[i].socket),
                     None => {}
                 }
             }

@@ -6,34 +6,79 @@
 //! may be a plain level or a full filter (`info,http_cluster::conn=debug`).
 
 use std::io::Write as _;
+use std::time::{Duration, Instant};
 
 use log::Log as _;
 
 /// A warning that can repeat many times a second (an accept loop out of
 /// descriptors retries every few milliseconds until connections close):
 /// logged at most once a second, with how many were left out, so one
-/// condition does not bury the log or fill its disk.
+/// condition does not bury the log or fill its disk. The owner calls
+/// [`RepeatedWarning::recovered`] when the operation succeeds again, so the
+/// failures left out after the last report are counted too.
 pub struct RepeatedWarning {
     what: &'static str,
-    last: Option<std::time::Instant>,
+    /// When the last report went out; `None` while the operation works.
+    last: Option<Instant>,
     unreported: u64,
 }
 
+/// What [`RepeatedWarning`] decided about one failure.
+#[derive(Debug, PartialEq)]
+enum Report {
+    /// Log it, with how many were left out since the last report.
+    Now { left_out: u64 },
+    /// Counted for the next report.
+    Later,
+}
+
 impl RepeatedWarning {
+    const EVERY: Duration = Duration::from_secs(1);
+
     pub fn new(what: &'static str) -> RepeatedWarning {
         RepeatedWarning { what, last: None, unreported: 0 }
     }
 
     pub fn warn(&mut self, e: &dyn std::fmt::Display) {
-        if self.last.is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(1)) {
+        match self.failed(Instant::now()) {
+            Report::Now { left_out: 0 } => log::warn!("{}: {e}", self.what),
+            Report::Now { left_out: n } => log::warn!("{}: {e} (and {n} more since the last report)", self.what),
+            Report::Later => {}
+        }
+    }
+
+    fn failed(&mut self, now: Instant) -> Report {
+        if self.last.is_some_and(|t| now.saturating_duration_since(t) < Self::EVERY) {
             self.unreported += 1;
-            return;
+            return Report::Later;
         }
-        match std::mem::take(&mut self.unreported) {
-            0 => log::warn!("{}: {e}", self.what),
-            n => log::warn!("{}: {e} (and {n} more since the last report)", self.what),
+        self.last = Some(now);
+        Report::Now { left_out: std::mem::take(&mut self.unreported) }
+    }
+
+    /// The operation succeeded: reports the failures left out since the
+    /// last report, if any, and lets the next failure be reported at once.
+    /// One branch when nothing failed (an accept loop calls it per
+    /// connection).
+    #[inline]
+    pub fn recovered(&mut self) {
+        if self.last.is_some() {
+            self.report_recovery();
         }
-        self.last = Some(std::time::Instant::now());
+    }
+
+    #[cold]
+    fn report_recovery(&mut self) {
+        match self.succeeded() {
+            0 => log::info!("{}: working again", self.what),
+            n => log::info!("{}: working again after {n} more failures since the last report", self.what),
+        }
+    }
+
+    /// How many failures went unreported before this success.
+    fn succeeded(&mut self) -> u64 {
+        self.last = None;
+        std::mem::take(&mut self.unreported)
     }
 }
 
@@ -145,6 +190,28 @@ fn filter(spec: &str) -> String {
 #[cfg(test)]
 mod tests {
     use log::Log as _;
+
+    use super::{RepeatedWarning, Report};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_repeated_warning_goes_out_once_a_second_and_its_tail_is_counted_on_recovery() {
+        let mut w = RepeatedWarning::new("accept");
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(w.failed(at(0)), Report::Now { left_out: 0 });
+        for ms in (10..1000).step_by(10) {
+            assert_eq!(w.failed(at(ms)), Report::Later);
+        }
+        assert_eq!(w.failed(at(1000)), Report::Now { left_out: 99 });
+        assert_eq!(w.failed(at(1010)), Report::Later);
+        assert_eq!(w.failed(at(1020)), Report::Later);
+        // The two after the last report are not lost when failures stop.
+        assert_eq!(w.succeeded(), 2);
+        // The next failure is news again, however soon it comes.
+        assert_eq!(w.failed(at(1030)), Report::Now { left_out: 0 });
+        assert_eq!(w.succeeded(), 0);
+    }
 
     /// The shortcut drops only what env_logger drops, and does drop may's
     /// per-connection info lines at the default level.

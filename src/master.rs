@@ -751,6 +751,10 @@ impl Master {
             // again at once would spin. Leave it to the next tick.
             self.orphan_accept_failures.warn(&e);
             self.orphans_paused_until = Some(Instant::now() + TICK);
+        } else {
+            // Every accept either took a connection or found the queue
+            // empty: descriptors are to be had again.
+            self.orphan_accept_failures.recovered();
         }
         // Connections nobody could take last time go first.
         let waiting = std::mem::take(&mut self.waiting);

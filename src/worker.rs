@@ -356,6 +356,7 @@ fn spawn_accept_loop(
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
                 Ok((stream, peer)) => {
+                    failures.recovered();
                     serve_connection(stream, peer, &connections, &state, SPAWN_HERE);
                     started += 1;
                     if started == ACCEPT_BURST {

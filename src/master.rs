@@ -1,6 +1,8 @@
-//! The master: binds and listens (never accepts), starts one worker per
-//! slot with the listening socket on its fd 3, and supervises them over
-//! that channel: readiness, heartbeats, respawn with backoff, stop.
+//! The master: binds and listens (it accepts only from the socket of a
+//! slot without a healthy worker, see `pass_orphaned_connections`), starts
+//! one worker per slot with the listening socket on its fd 3, and
+//! supervises them over that channel: readiness, heartbeats, respawn with
+//! backoff, stop.
 //!
 //! The loop is single-threaded. Signals are blocked and read from a
 //! signalfd, so handling them is ordinary code in the loop, not async

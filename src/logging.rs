@@ -56,10 +56,13 @@ impl RepeatedWarning {
         Report::Now { left_out: std::mem::take(&mut self.unreported) }
     }
 
-    /// The operation succeeded: reports the failures left out since the
-    /// last report, if any, and lets the next failure be reported at once.
-    /// One branch when nothing failed (an accept loop calls it per
-    /// connection).
+    /// The operation succeeded: once a second has passed since the last
+    /// report, says so with the failures left out since then, and lets the
+    /// next failure be reported at once. Within that second it changes
+    /// nothing, so a condition that comes and goes with every connection
+    /// (each one closed frees the descriptor the next accept takes) still
+    /// logs at most once a second. One branch when nothing failed (an
+    /// accept loop calls it per connection).
     #[inline]
     pub fn recovered(&mut self) {
         if self.last.is_some() {
@@ -69,16 +72,21 @@ impl RepeatedWarning {
 
     #[cold]
     fn report_recovery(&mut self) {
-        match self.succeeded() {
-            0 => log::info!("{}: working again", self.what),
-            n => log::info!("{}: working again after {n} more failures since the last report", self.what),
+        match self.succeeded(Instant::now()) {
+            None => {}
+            Some(0) => log::info!("{}: working again", self.what),
+            Some(n) => log::warn!("{}: working again, after {n} more failures since the last report", self.what),
         }
     }
 
-    /// How many failures went unreported before this success.
-    fn succeeded(&mut self) -> u64 {
+    /// `Some(failures left out)` when a success at `now` is to be reported.
+    fn succeeded(&mut self, now: Instant) -> Option<u64> {
+        let last = self.last?;
+        if now.saturating_duration_since(last) < Self::EVERY {
+            return None;
+        }
         self.last = None;
-        std::mem::take(&mut self.unreported)
+        Some(std::mem::take(&mut self.unreported))
     }
 }
 
@@ -204,13 +212,23 @@ mod tests {
             assert_eq!(w.failed(at(ms)), Report::Later);
         }
         assert_eq!(w.failed(at(1000)), Report::Now { left_out: 99 });
-        assert_eq!(w.failed(at(1010)), Report::Later);
-        assert_eq!(w.failed(at(1020)), Report::Later);
-        // The two after the last report are not lost when failures stop.
-        assert_eq!(w.succeeded(), 2);
-        // The next failure is news again, however soon it comes.
-        assert_eq!(w.failed(at(1030)), Report::Now { left_out: 0 });
-        assert_eq!(w.succeeded(), 0);
+        // Failures and successes by turns (each closed connection frees
+        // one descriptor): still one report a second.
+        for ms in (1010..1990).step_by(20) {
+            assert_eq!(w.succeeded(at(ms)), None);
+            assert_eq!(w.failed(at(ms + 10)), Report::Later);
+        }
+        assert_eq!(w.succeeded(at(2000)), Some(49));
+        // Not lost when failures stop: the tail is told with the first
+        // success a second after the last report.
+        assert_eq!(w.failed(at(2100)), Report::Now { left_out: 0 });
+        assert_eq!(w.failed(at(2110)), Report::Later);
+        assert_eq!(w.failed(at(2120)), Report::Later);
+        assert_eq!(w.succeeded(at(2130)), None);
+        assert_eq!(w.succeeded(at(3100)), Some(2));
+        // Reported once; then the next failure is news at once.
+        assert_eq!(w.succeeded(at(3110)), None);
+        assert_eq!(w.failed(at(3120)), Report::Now { left_out: 0 });
     }
 
     /// The shortcut drops only what env_logger drops, and does drop may's

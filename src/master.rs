@@ -16,11 +16,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -31,7 +29,7 @@ use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::listen::{self, ListenAddr, ListenOptions, Listener};
 use crate::logging::RepeatedWarning;
-use crate::net::{self, OpenFiles};
+use crate::net;
 use crate::status::{ControlSocket, Status, WorkerStatus};
 use crate::worker::CHANNEL_FD;
 
@@ -342,14 +340,11 @@ struct Master {
     last_memory_check: Instant,
 }
 
-/// The open-file limits the master started with, which its workers start
-/// with again (see [`net::raise_open_file_limit`]).
-static STARTING_OPEN_FILES: OnceLock<OpenFiles> = OnceLock::new();
-
+/// Raises the open-file soft limit; the workers start with the one found
+/// (see [`net::with_starting_open_file_limit`]).
 fn raise_open_file_limit() {
     match net::raise_open_file_limit() {
         Ok(found) => {
-            let _ = STARTING_OPEN_FILES.set(found);
             if found.soft < found.hard {
                 log::info!("open files: soft limit raised from {} to the hard limit, {}", found.soft, found.hard);
             } else {
@@ -735,12 +730,22 @@ impl Master {
     fn pass_orphaned_connections(&mut self) {
         let mut accepted = Vec::new();
         let mut failed = None;
+        // An accept that took a connection or found the queue empty: Linux
+        // takes the descriptor before it looks at the queue, so either
+        // means there are descriptors again.
+        let mut worked = false;
         for socket in self.orphaned_sockets() {
             // Bounded per pass so signals and heartbeats are not starved.
             while accepted.len() < 256 {
                 match socket.accept() {
-                    Ok((conn, _)) => accepted.push(conn),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break, // the queue is empty
+                    Ok((conn, _)) => {
+                        worked = true;
+                        accepted.push(conn);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        worked = true;
+                        break; // the queue is empty
+                    }
                     Err(e) => {
                         failed = Some(e);
                         break;
@@ -753,9 +758,7 @@ impl Master {
             // again at once would spin. Leave it to the next tick.
             self.orphan_accept_failures.warn(&e);
             self.orphans_paused_until = Some(Instant::now() + TICK);
-        } else {
-            // Every accept either took a connection or found the queue
-            // empty: descriptors are to be had again.
+        } else if worked {
             self.orphan_accept_failures.recovered();
         }
         // Connections nobody could take last time go first.
@@ -1342,11 +1345,13 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .env_remove("LISTEN_FDNAMES");
+    // A worker built with this library raises the limit again itself; any
+    // other program (one using select(), say) gets what it would have had.
+    net::with_starting_open_file_limit(&mut cmd);
     let child_end = theirs.as_raw_fd();
-    let starting_open_files = STARTING_OPEN_FILES.get().copied();
     // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (dup2, fcntl, sigprocmask,
-    // setrlimit); it does not allocate or take locks.
+    // only async-signal-safe functions (dup2, fcntl, sigprocmask); it does
+    // not allocate or take locks.
     unsafe {
         cmd.pre_exec(move || {
             let placed = if child_end == CHANNEL_FD {
@@ -1362,12 +1367,6 @@ fn start_worker(cfg: &MasterConfig, listeners: &[socket2::Socket], slot: usize) 
             // The master blocks the signals it reads from its signalfd; a
             // worker must start with the default mask.
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
-            // The soft limit on open files the master found: a worker built
-            // with this library raises it again itself, any other program
-            // (one using select(), say) gets what it would have had.
-            if let Some(OpenFiles { soft, hard }) = starting_open_files {
-                setrlimit(Resource::RLIMIT_NOFILE, soft, hard)?;
-            }
             Ok(())
         });
     }

@@ -259,6 +259,35 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.tcp_nodelay().unwrap());
     }
+
+    /// A soft limit of `ulimit -Sn`'s kind as the shell prints it.
+    fn shell_soft_limit(cmd: &mut std::process::Command) -> String {
+        let out = cmd.args(["-c", "ulimit -Sn"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn programs_started_with_the_starting_limit_get_the_soft_limit_found_others_the_raised_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        use std::process::Command;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // No other test in this binary raises the limit (it is kept from
+        // the first call); give it something to raise.
+        assert!(super::starting_open_files().is_none());
+        let lowered = if soft < hard { soft } else { hard - 1 };
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        let found = super::raise_open_file_limit().unwrap();
+        assert_eq!(found, super::OpenFiles { soft: lowered, hard });
+        assert_eq!(super::starting_open_files(), Some(found));
+        let raised = getrlimit(Resource::RLIMIT_NOFILE).unwrap().0;
+        assert_eq!(raised, hard);
+        let mut sh = Command::new("/bin/sh");
+        assert_eq!(shell_soft_limit(super::with_starting_open_file_limit(&mut sh)), lowered.to_string());
+        let inherited = shell_soft_limit(&mut Command::new("/bin/sh"));
+        assert!(inherited == raised.to_string() || (inherited == "unlimited" && raised == u64::MAX), "{inherited}");
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
+    }
 }
 
 /// A process's limit on open files.
@@ -276,14 +305,54 @@ pub struct OpenFiles {
 /// the kernel queue) on a machine with room for many more. The hard limit
 /// stays the operator's (`ulimit -Hn`, systemd's `LimitNOFILE=`). The
 /// soft limit is low on purpose for programs that use `select()`, which
-/// cannot take a descriptor from 1024 on: so, as Go does, a process that
-/// raises it gives the limit it found back to the programs it starts (the
-/// master does; a handler's subprocesses inherit the raised one).
+/// cannot take a descriptor from 1024 on, and for those that close every
+/// descriptor up to it before they start: so, as Go does, a process that
+/// raises it gives the limit it found back to the programs it starts (see
+/// [`with_starting_open_file_limit`]). The first call's findings are the
+/// ones kept for that.
 pub fn raise_open_file_limit() -> nix::Result<OpenFiles> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let found = OpenFiles { soft, hard };
     if soft < hard {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
     }
-    Ok(OpenFiles { soft, hard })
+    let _ = STARTING_OPEN_FILES.set(found);
+    Ok(found)
+}
+
+/// What [`raise_open_file_limit`] found when it first ran.
+static STARTING_OPEN_FILES: std::sync::OnceLock<OpenFiles> = std::sync::OnceLock::new();
+
+/// The limits on open files this process had before
+/// [`raise_open_file_limit`] raised them (`None` before it ran).
+pub fn starting_open_files() -> Option<OpenFiles> {
+    STARTING_OPEN_FILES.get().copied()
+}
+
+/// Has `cmd` start its program with the open-file soft limit this process
+/// started with, if [`raise_open_file_limit`] raised it: the master starts
+/// its workers so, and a handler that runs other programs should too
+/// (`net::with_starting_open_file_limit(&mut Command::new("convert"))`).
+/// Otherwise they inherit the raised limit, which breaks programs that use
+/// `select()` once they open more than 1024 files and slows down those
+/// that close every descriptor up to the limit when they start. The hard
+/// limit is the one in force at the spawn (it can only have been lowered
+/// since, and raising it back would fail the spawn).
+pub fn with_starting_open_file_limit(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    use std::os::unix::process::CommandExt;
+    let Some(OpenFiles { soft, .. }) = starting_open_files().filter(|found| found.soft < found.hard) else {
+        return cmd;
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only
+    // calls getrlimit and setrlimit, which are async-signal-safe, on copied
+    // integers (no allocation, no lock).
+    unsafe {
+        cmd.pre_exec(move || {
+            let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+            setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard)?;
+            Ok(())
+        })
+    }
 }

@@ -25,7 +25,7 @@ use crate::clock::Moment;
 use crate::codec::{Decoded, Decoder, Encoder, Filled, Read, StreamError, Write, chain};
 use crate::config::Limits;
 use crate::io::{Close, Io, ReadBuf};
-use crate::net::Stream;
+use crate::net::{FirstRead, Stream};
 use crate::park::{Parked, ParkingLot};
 use crate::proto::decode::{BodyDecoder, BodyLimits, Chunk};
 use crate::proto::encode::{self, EncodeError, Framing, RequestInfo, Response};
@@ -868,13 +868,23 @@ impl Write<'_, ResponseEncoder<'_>> {
 /// Serves one connection with `app` until it closes or parks. Never
 /// panics: a panicking handler ends this connection only.
 /// `peer` is the address accept() returned (asking the socket again would
-/// cost a syscall per connection).
-pub fn serve(stream: Stream, peer: Option<SocketAddr>, app: &dyn App, limits: &Arc<Limits>, admission: Admission) {
+/// cost a syscall per connection); `first_read` says whether the request
+/// is likely there already.
+pub fn serve(
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    first_read: FirstRead,
+    app: &dyn App,
+    limits: &Arc<Limits>,
+    admission: Admission,
+) {
     let server = &admission.0;
     let mut io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &server.alarms);
     // Declared after `io`, so dropped before it (see `Registration`).
     let registration = server.register(&io);
-    io.await_first_input();
+    if first_read == FirstRead::AfterEvent {
+        io.await_first_input();
+    }
     // The head timeout runs from accept: a PROXY header does not extend it.
     let accepted = Moment::now();
     let peer = if limits.proxy_protocol {
@@ -1159,7 +1169,14 @@ mod tests {
                 }
                 Ok(())
             };
-            super::serve(stream, None, &app, &Arc::new(Limits::default()), admission);
+            super::serve(
+                stream,
+                None,
+                crate::net::FirstRead::AfterEvent,
+                &app,
+                &Arc::new(Limits::default()),
+                admission,
+            );
         });
         (server, client, served)
     }

@@ -239,6 +239,9 @@ pub struct Io {
     /// may reported the peer's end of stream (or an error): the read that
     /// returns it may still be ahead, so short reads prove nothing any more.
     hangup: bool,
+    /// How many times the coroutine parked, for tests of when it must not.
+    #[cfg(test)]
+    waits: usize,
 }
 
 impl Io {
@@ -255,10 +258,13 @@ impl Io {
             broken: false,
             drained: false,
             hangup: false,
+            #[cfg(test)]
+            waits: 0,
         }
     }
 
-    /// For a connection just accepted: its first read waits for may's first
+    /// For a connection just accepted from a listener that does not defer
+    /// accept (see `net::FirstRead`): its first read waits for may's first
     /// event on the socket instead of trying at once. When accept returns,
     /// the request has usually not arrived (the client sends it after the
     /// handshake completes), so that read only said "would block": one
@@ -272,6 +278,10 @@ impl Io {
     /// Parks the coroutine until the socket has news or `until` passes
     /// (give or take an alarm tick).
     fn wait(&mut self, until: Moment) {
+        #[cfg(test)]
+        {
+            self.waits += 1;
+        }
         self.alarm.set(until);
         let events = self.stream.wait_io();
         self.warm_up();
@@ -748,26 +758,39 @@ mod tests {
     }
 
     #[test]
-    fn a_new_connection_waits_first_and_reads_input_from_before_or_after() {
-        for delay in [None, Some(Duration::from_millis(50))] {
-            let (mut client, mut io) = connection();
-            match delay {
-                None => client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap(),
-                Some(delay) => drop(std::thread::spawn(move || {
-                    std::thread::sleep(delay);
-                    client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-                    // Kept open until the server has read.
-                    std::thread::sleep(Duration::from_secs(1));
-                })),
+    fn a_new_connection_reads_input_from_before_or_after_whenever_it_first_reads() {
+        for at_once in [false, true] {
+            for delay in [None, Some(Duration::from_millis(50))] {
+                let (mut client, mut io) = connection();
+                match delay {
+                    None => client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap(),
+                    Some(delay) => drop(std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+                        // Kept open until the server has read.
+                        std::thread::sleep(Duration::from_secs(1));
+                    })),
+                }
+                let got = on_coroutine(move || {
+                    if !at_once {
+                        io.await_first_input();
+                    }
+                    let n = io.fill(Some(Moment::now() + Duration::from_secs(5))).unwrap();
+                    (n, io.rbuf.data().to_vec(), io.waits)
+                })
+                .join()
+                .unwrap();
+                let what = format!("input sent {delay:?} after accept, first read at once: {at_once}");
+                assert_eq!((got.0, &got.1[..]), (18, &b"GET / HTTP/1.1\r\n\r\n"[..]), "{what}");
+                // A request that came with the accept (as under
+                // TCP_DEFER_ACCEPT) is read without parking first.
+                let waits = match (at_once, delay) {
+                    (true, None) => 0..=0,
+                    (false, None) => 1..=1,
+                    (_, Some(_)) => 1..=usize::MAX,
+                };
+                assert!(waits.contains(&got.2), "{what}: {} waits", got.2);
             }
-            let got = on_coroutine(move || {
-                io.await_first_input();
-                let n = io.fill(Some(Moment::now() + Duration::from_secs(5))).unwrap();
-                (n, io.rbuf.data().to_vec())
-            })
-            .join()
-            .unwrap();
-            assert_eq!(got, (18, b"GET / HTTP/1.1\r\n\r\n".to_vec()), "input sent {delay:?} after accept");
         }
     }
 

@@ -14,9 +14,30 @@ use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 
 /// A listening socket received from the master, registered with may.
-pub enum Listener {
+pub struct Listener {
+    socket: ListenSocket,
+    first_read: FirstRead,
+}
+
+enum ListenSocket {
     Tcp(TcpListener),
     Unix(UnixListener),
+}
+
+/// When a new connection's first read is worth trying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstRead {
+    /// At once: the listener defers accept (`TCP_DEFER_ACCEPT`), so the
+    /// kernel hands a connection over once its first bytes have arrived
+    /// (or, rarely, when the deferral times out: then the read finds
+    /// nothing and the connection waits as below). No wait before the
+    /// request, as nginx does with `deferred`.
+    AtOnce,
+    /// After may's first event on the socket: accepted as soon as the
+    /// handshake completed, a connection's request usually comes later, so
+    /// a read at once would only say "would block" (see
+    /// `Io::await_first_input`).
+    AfterEvent,
 }
 
 /// Why a descriptor from the master cannot be served.
@@ -58,28 +79,37 @@ impl Listener {
             return Err(ListenerError::Family);
         }
         prepare(&socket, unix).map_err(ListenerError::Io)?;
+        // The master's --defer-accept, or systemd's DeferAcceptSec=.
+        let deferred = !unix && crate::listen::defer_accept(&socket).is_ok_and(|secs| secs > 0);
+        let first_read = if deferred { FirstRead::AtOnce } else { FirstRead::AfterEvent };
         let raw = socket.into_raw_fd();
         // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
         // may's listener and nothing else closes it; its family was checked
         // above. (may's constructors panic only if epoll registration fails,
         // which at boot means the process cannot serve at all.)
-        Ok(unsafe {
+        let socket = unsafe {
             if unix {
-                Listener::Unix(UnixListener::from_raw_fd(raw))
+                ListenSocket::Unix(UnixListener::from_raw_fd(raw))
             } else {
-                Listener::Tcp(TcpListener::from_raw_fd(raw))
+                ListenSocket::Tcp(TcpListener::from_raw_fd(raw))
             }
-        })
+        };
+        Ok(Listener { socket, first_read })
     }
 
     /// Waits for the next connection (parks the coroutine). The peer
     /// address is `None` for Unix sockets.
     pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
-        match self {
+        match &self.socket {
             // TCP_NODELAY comes from the listener (see `prepare`).
-            Listener::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
-            Listener::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+            ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
+            ListenSocket::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
         }
+    }
+
+    /// When the connections this listener accepts are first read.
+    pub fn first_read(&self) -> FirstRead {
+        self.first_read
     }
 }
 
@@ -258,6 +288,23 @@ mod tests {
         let _client = TcpStream::connect(listener.local_addr().unwrap().as_socket().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         assert!(accepted.tcp_nodelay().unwrap());
+    }
+
+    #[test]
+    fn connections_of_a_listener_deferring_accept_are_read_at_once() {
+        use super::{FirstRead, Listener};
+        let tcp = |defer_secs| {
+            let socket = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
+            crate::listen::set_defer_accept(&socket, defer_secs).unwrap();
+            Listener::from_fd(socket.into()).unwrap().first_read()
+        };
+        assert_eq!(tcp(1), FirstRead::AtOnce);
+        assert_eq!(tcp(0), FirstRead::AfterEvent);
+        let path = std::env::temp_dir().join(format!("http-cluster-net-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(Listener::from_fd(unix.into()).unwrap().first_read(), FirstRead::AfterEvent);
+        let _ = std::fs::remove_file(&path);
     }
 
     /// A soft limit of `ulimit -Sn`'s kind as the shell prints it.

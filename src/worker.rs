@@ -24,7 +24,7 @@ use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::logging::RepeatedWarning;
-use crate::net::{Listener, ListenerError, Stream};
+use crate::net::{FirstRead, Listener, ListenerError, Stream};
 use crate::park::{Parked, ParkingLot};
 use crate::pool::{Pool, Spawn};
 
@@ -126,7 +126,7 @@ pub const IDLE_CONN_COROUTINES: usize = 128;
 /// What a connection coroutine is given to serve.
 enum Job {
     /// A connection just accepted (here or by the master), counted since.
-    Accepted { stream: Stream, peer: Option<SocketAddr>, admission: conn::Admission },
+    Accepted { stream: Stream, peer: Option<SocketAddr>, first_read: FirstRead, admission: conn::Admission },
     /// A parked connection whose next request arrived (or that closed).
     Resumed(Parked),
 }
@@ -136,7 +136,9 @@ type Connections = Arc<Pool<Job>>;
 /// The pool that serves this worker's connections with `app`.
 fn connection_pool(app: Arc<dyn App>, limits: Arc<Limits>) -> Connections {
     Pool::new(IDLE_CONN_COROUTINES, move |job| match job {
-        Job::Accepted { stream, peer, admission } => conn::serve(stream, peer, &*app, &limits, admission),
+        Job::Accepted { stream, peer, first_read, admission } => {
+            conn::serve(stream, peer, first_read, &*app, &limits, admission)
+        }
         Job::Resumed(parked) => conn::resume(parked, &*app, &limits),
     })
 }
@@ -345,6 +347,7 @@ fn spawn_accept_loop(
     connections: Connections,
     state: Arc<ServerState>,
 ) -> coroutine::JoinHandle<()> {
+    let first_read = listener.first_read();
     let accept = move || {
         let mut started = 0u32;
         // Out of descriptors (EMFILE) the loop retries every 10 ms until
@@ -357,7 +360,7 @@ fn spawn_accept_loop(
                 // `Connection: close`).
                 Ok((stream, peer)) => {
                     failures.recovered();
-                    serve_connection(stream, peer, &connections, &state, SPAWN_HERE);
+                    serve_connection(stream, peer, first_read, &connections, &state, SPAWN_HERE);
                     started += 1;
                     if started == ACCEPT_BURST {
                         started = 0;
@@ -456,12 +459,13 @@ const SPAWN_QUEUED: Spawn = |f| spawn(f).map(drop);
 fn serve_connection(
     stream: Stream,
     peer: Option<SocketAddr>,
+    first_read: FirstRead,
     connections: &Connections,
     state: &Arc<ServerState>,
     spawn: Spawn,
 ) {
     let admission = state.admit();
-    if let Err(e) = connections.run(Job::Accepted { stream, peer, admission }, spawn) {
+    if let Err(e) = connections.run(Job::Accepted { stream, peer, first_read, admission }, spawn) {
         log::error!("cannot start a connection coroutine: {e}");
     }
 }
@@ -476,7 +480,10 @@ fn adopt_connection(fd: OwnedFd, connections: &Connections, state: &Arc<ServerSt
     // accepted it from a TCP listener). may panics only if epoll
     // registration fails, which this process cannot survive anyway.
     let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-    serve_connection(Stream::Tcp(stream), peer, connections, state, SPAWN_QUEUED);
+    // Its request may well be there (the master's accept was deferred
+    // too), but the master's own wake-up, the message and ours came in
+    // between: the first event says.
+    serve_connection(Stream::Tcp(stream), peer, FirstRead::AfterEvent, connections, state, SPAWN_QUEUED);
 }
 
 /// The coroutine that wakes connections whose wait reached its deadline

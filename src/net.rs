@@ -274,69 +274,6 @@ impl AsRawFd for Stream {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use std::net::{TcpListener, TcpStream};
-
-    /// The accept path sets no socket options: accepted sockets must get
-    /// TCP_NODELAY from the listener.
-    #[test]
-    fn accepted_sockets_inherit_nodelay_from_the_listener() {
-        let listener = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
-        super::prepare(&listener, false).unwrap();
-        listener.set_nonblocking(false).unwrap();
-        let _client = TcpStream::connect(listener.local_addr().unwrap().as_socket().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        assert!(accepted.tcp_nodelay().unwrap());
-    }
-
-    #[test]
-    fn connections_of_a_listener_deferring_accept_are_read_at_once() {
-        use super::{FirstRead, Listener};
-        let tcp = |defer_secs| {
-            let socket = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
-            crate::listen::set_defer_accept(&socket, defer_secs).unwrap();
-            Listener::from_fd(socket.into()).unwrap().first_read()
-        };
-        assert_eq!(tcp(1), FirstRead::AtOnce);
-        assert_eq!(tcp(0), FirstRead::AfterEvent);
-        let path = std::env::temp_dir().join(format!("http-cluster-net-test-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
-        assert_eq!(Listener::from_fd(unix.into()).unwrap().first_read(), FirstRead::AfterEvent);
-        let _ = std::fs::remove_file(&path);
-    }
-
-    /// A soft limit of `ulimit -Sn`'s kind as the shell prints it.
-    fn shell_soft_limit(cmd: &mut std::process::Command) -> String {
-        let out = cmd.args(["-c", "ulimit -Sn"]).output().unwrap();
-        assert!(out.status.success());
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    #[test]
-    fn programs_started_with_the_starting_limit_get_the_soft_limit_found_others_the_raised_one() {
-        use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        use std::process::Command;
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        // No other test in this binary raises the limit (it is kept from
-        // the first call); give it something to raise.
-        assert!(super::starting_open_files().is_none());
-        let lowered = if soft < hard { soft } else { hard - 1 };
-        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
-        let found = super::raise_open_file_limit().unwrap();
-        assert_eq!(found, super::OpenFiles { soft: lowered, hard });
-        assert_eq!(super::starting_open_files(), Some(found));
-        let raised = getrlimit(Resource::RLIMIT_NOFILE).unwrap().0;
-        assert_eq!(raised, hard);
-        let mut sh = Command::new("/bin/sh");
-        assert_eq!(shell_soft_limit(super::with_starting_open_file_limit(&mut sh)), lowered.to_string());
-        let inherited = shell_soft_limit(&mut Command::new("/bin/sh"));
-        assert!(inherited == raised.to_string() || (inherited == "unlimited" && raised == u64::MAX), "{inherited}");
-        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
-    }
-}
-
 /// A process's limit on open files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenFiles {
@@ -401,5 +338,68 @@ pub fn with_starting_open_file_limit(cmd: &mut std::process::Command) -> &mut st
             setrlimit(Resource::RLIMIT_NOFILE, soft.min(hard), hard)?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    /// The accept path sets no socket options: accepted sockets must get
+    /// TCP_NODELAY from the listener.
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
+        super::prepare(&listener, false).unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap().as_socket().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.tcp_nodelay().unwrap());
+    }
+
+    #[test]
+    fn connections_of_a_listener_deferring_accept_are_read_at_once() {
+        use super::{FirstRead, Listener};
+        let tcp = |defer_secs| {
+            let socket = socket2::Socket::from(TcpListener::bind("127.0.0.1:0").unwrap());
+            crate::listen::set_defer_accept(&socket, defer_secs).unwrap();
+            Listener::from_fd(socket.into()).unwrap().first_read()
+        };
+        assert_eq!(tcp(1), FirstRead::AtOnce);
+        assert_eq!(tcp(0), FirstRead::AfterEvent);
+        let path = std::env::temp_dir().join(format!("http-cluster-net-test-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        assert_eq!(Listener::from_fd(unix.into()).unwrap().first_read(), FirstRead::AfterEvent);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A soft limit of `ulimit -Sn`'s kind as the shell prints it.
+    fn shell_soft_limit(cmd: &mut std::process::Command) -> String {
+        let out = cmd.args(["-c", "ulimit -Sn"]).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn programs_started_with_the_starting_limit_get_the_soft_limit_found_others_the_raised_one() {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        use std::process::Command;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        // No other test in this binary raises the limit (it is kept from
+        // the first call); give it something to raise.
+        assert!(super::starting_open_files().is_none());
+        let lowered = if soft < hard { soft } else { hard - 1 };
+        setrlimit(Resource::RLIMIT_NOFILE, lowered, hard).unwrap();
+        let found = super::raise_open_file_limit().unwrap();
+        assert_eq!(found, super::OpenFiles { soft: lowered, hard });
+        assert_eq!(super::starting_open_files(), Some(found));
+        let raised = getrlimit(Resource::RLIMIT_NOFILE).unwrap().0;
+        assert_eq!(raised, hard);
+        let mut sh = Command::new("/bin/sh");
+        assert_eq!(shell_soft_limit(super::with_starting_open_file_limit(&mut sh)), lowered.to_string());
+        let inherited = shell_soft_limit(&mut Command::new("/bin/sh"));
+        assert!(inherited == raised.to_string() || (inherited == "unlimited" && raised == u64::MAX), "{inherited}");
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
     }
 }

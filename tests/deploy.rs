@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use util::*;
@@ -289,23 +288,6 @@ fn open_file_limits(pid: i32) -> (String, String) {
     (fields.next().unwrap().to_string(), fields.next().unwrap().to_string())
 }
 
-/// The master on a free loopback port with one worker, started by a shell
-/// that first runs `ulimit`, in a process group of its own; stdout and
-/// stderr piped.
-fn master_under_ulimit(ulimit: &str, args: &[&str]) -> std::process::Child {
-    use std::os::unix::process::CommandExt;
-    Command::new("/bin/sh")
-        .args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")])
-        .arg(bin("http-cluster"))
-        .args(["--bind", "127.0.0.1:0", "--workers", "1", "--control-socket", "none"])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn the_master_and_library_workers_raise_the_open_file_soft_limit_other_programs_keep_theirs() {
     // A login shell's or systemd's soft limit of 1024 (256 here, the hard
@@ -324,22 +306,18 @@ fn the_master_and_library_workers_raise_the_open_file_soft_limit_other_programs_
     let program = temp_path("nofile-worker.sh");
     let script = format!("#!/bin/sh\nulimit -Sn > '{}'\nexec '{}' \"$@\"\n", noted.display(), bin("hello").display());
     install_script(&program, &script);
-    let mut child = master_under_ulimit(&format!("-Sn {soft}"), &["--", program.to_str().unwrap()]);
-    let _guard = KillGroup(child.id() as i32);
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
-    assert!(banner.contains("(1 workers)"), "{banner}");
-    let workers = children_of(child.id() as i32);
+    let server =
+        Server::start_under_ulimit(&format!("-Sn {soft}"), &["--workers", "1", "--", program.to_str().unwrap()]);
+    assert!(server.banner.contains("(1 workers)"), "{}", server.banner);
+    let workers = server.worker_pids();
     assert_eq!(workers.len(), 1);
-    assert_eq!(open_file_limits(child.id() as i32), (hard.clone(), hard.clone()), "the master");
+    assert_eq!(open_file_limits(server.pid()), (hard.clone(), hard.clone()), "the master");
     assert_eq!(
         std::fs::read_to_string(&noted).unwrap().trim(),
         soft.to_string(),
         "what the worker program started with"
     );
     assert_eq!(open_file_limits(workers[0]), (hard.clone(), hard), "the library worker, once started");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -347,31 +325,17 @@ fn a_worker_out_of_descriptors_keeps_serving_and_reports_it_once_a_second() {
     // 64 descriptors in all: the worker runs out after some 40
     // connections. The rest wait in the kernel's queue while the accept
     // loop retries every 10 ms, and are served as the first ones close.
-    let mut child = master_under_ulimit("-n 64", &["--defer-accept", "0"]);
-    let _guard = KillGroup(child.id() as i32);
-    let log = Arc::new(Mutex::new(String::new()));
-    let (sink, mut pipe) = (log.clone(), child.stderr.take().unwrap());
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut banner = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut banner).unwrap();
-    let addr = banner.split("http://").nth(1).and_then(|r| r.split(' ').next()).expect("an address").to_string();
-    let open: Vec<_> = (0..100).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+    let server = Server::start_under_ulimit("-n 64", &["--workers", "1", "--defer-accept", "0"]);
+    let open: Vec<_> = (0..100).map(|_| server.connect()).collect();
     std::thread::sleep(Duration::from_secs(3));
-    let failures = log.lock().unwrap().matches("accept: ").count();
-    assert!((1..=5).contains(&failures), "{failures} reports in 3 s:\n{}", log.lock().unwrap());
-    assert!(!log.lock().unwrap().contains("working again"), "{}", log.lock().unwrap());
+    let log = server.stderr();
+    let failures = log.matches("accept: ").count();
+    assert!((1..=5).contains(&failures), "{failures} reports in 3 s:\n{log}");
+    assert!(!log.contains("working again"), "{log}");
     // Closing the first connections frees descriptors for the rest.
     drop(open);
     let get = || {
-        let mut r = Reader::new(std::net::TcpStream::connect(&addr).unwrap());
+        let mut r = Reader::new(server.connect());
         r.get_mut().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
         assert_eq!(r.response(false).unwrap().status, 200);
@@ -381,14 +345,11 @@ fn a_worker_out_of_descriptors_keeps_serving_and_reports_it_once_a_second() {
     }
     // The first accept a second after the last report says it works again
     // (with the failures since that report, when there were any).
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !log.lock().unwrap().contains("accept: working again") && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
+    let recovered = wait_until(Duration::from_secs(5), || {
         get();
-    }
-    assert!(log.lock().unwrap().contains("accept: working again"), "{}", log.lock().unwrap());
-    let _ = child.kill();
-    let _ = child.wait();
+        server.stderr().contains("accept: working again")
+    });
+    assert!(recovered, "{}", server.stderr());
 }
 
 struct KillGroup(i32);

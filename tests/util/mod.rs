@@ -47,10 +47,24 @@ impl Server {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let control = temp_path("control.sock");
         let mut cmd = Command::new(bin("http-cluster"));
-        cmd.arg("--bind").arg("127.0.0.1:0").arg("--control-socket").arg(&control).args(args);
         cmd.envs(env.iter().copied());
+        Server::spawn(cmd, args)
+    }
+
+    /// [`Server::start`] with the master started by a shell that first
+    /// runs `ulimit ULIMIT` (the shell execs the master: same pid).
+    pub fn start_under_ulimit(ulimit: &str, args: &[&str]) -> Server {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\"")]).arg(bin("http-cluster"));
+        Server::spawn(cmd, args)
+    }
+
+    /// Runs `cmd`, which ends with the master's path or runs it, with a
+    /// free loopback port, its own control socket and `args`.
+    fn spawn(mut cmd: Command, args: &[&str]) -> Server {
+        let control = temp_path("control.sock");
+        cmd.arg("--bind").arg("127.0.0.1:0").arg("--control-socket").arg(&control).args(args);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
         // Own process group: Drop can kill master and workers together.
         cmd.process_group(0);

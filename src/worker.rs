@@ -19,6 +19,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::alarm;
+use crate::clock::Moment;
 use crate::config::Limits;
 use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
@@ -349,7 +350,7 @@ fn spawn_accept_loop(
 ) -> coroutine::JoinHandle<()> {
     let first_read = listener.first_read();
     let accept = move || {
-        let mut started = 0u32;
+        let mut pacer = AcceptPacer::new(Moment::now());
         // Out of descriptors (EMFILE) the loop retries every 10 ms until
         // connections close: one report a second, not a line per retry.
         let mut failures = RepeatedWarning::new("accept");
@@ -361,9 +362,7 @@ fn spawn_accept_loop(
                 Ok((stream, peer)) => {
                     failures.recovered();
                     serve_connection(stream, peer, first_read, &connections, &state, SPAWN_HERE);
-                    started += 1;
-                    if started == ACCEPT_BURST {
-                        started = 0;
+                    if pacer.started(Moment::now()) {
                         pause(Duration::ZERO);
                     }
                 }
@@ -389,14 +388,54 @@ fn spawn_accept_loop(
     }
 }
 
-/// The accept loop pauses (see [`pause`]) after every this many
-/// connections it starts, whether or not it parked in between: may's accept
-/// parks only when the queue is empty, so under a flood of new connections
-/// an accept loop that never paused would starve the open connections, the
-/// alarm sweep and the liveness probe (the master would then replace a
-/// worker that is merely busy). The pause costs a trip through may's timer
-/// thread per 64 connections.
-const ACCEPT_BURST: u32 = 64;
+/// When the accept loop pauses (see [`pause`]). may's accept parks only
+/// when the queue is empty, so under a flood of new connections an accept
+/// loop that never paused would starve the open connections, the alarm
+/// sweep and the liveness probe (the master would then replace a worker
+/// that is merely busy). The loop cannot tell whether may's accept parked
+/// in between, so it paces itself by time: it pauses once [`ACCEPT_SLICE`]
+/// has passed since its last pause, or after [`ACCEPT_BURST`] connections,
+/// whichever comes first.
+///
+/// Each pause is a trip through may's timer thread. Counted (every 64
+/// connections, as it was), an S4 load paused about 180 times a second per
+/// worker; paced by time it pauses about 100 times (the timer thread's
+/// wake-ups, measured). And a flood of slow handlers (a blocking handler
+/// holds the thread) no longer runs 64 of them in a row before the open
+/// connections get a turn: with 2 ms handlers, an open connection's answer
+/// came after 55-129 ms counted and 5-71 ms paced (tests/supervision.rs).
+struct AcceptPacer {
+    started: u32,
+    since: Moment,
+}
+
+/// The longest the accept loop goes without a pause while connections keep
+/// coming (by the coarse clock, so up to a kernel tick more).
+const ACCEPT_SLICE: Duration = Duration::from_millis(10);
+
+/// The most connections the accept loop starts between pauses, whatever
+/// the time: it bounds the coroutines a flood can start (each waiting for
+/// its first event when the listener does not defer accept) before the
+/// open connections and the sweep get a turn.
+const ACCEPT_BURST: u32 = 1024;
+
+impl AcceptPacer {
+    fn new(now: Moment) -> AcceptPacer {
+        AcceptPacer { started: 0, since: now }
+    }
+
+    /// Counts a connection the loop just started; true when it should pause
+    /// now (the count and the slice then start again).
+    fn started(&mut self, now: Moment) -> bool {
+        self.started += 1;
+        if self.started < ACCEPT_BURST && now.saturating_since(self.since) < ACCEPT_SLICE {
+            return false;
+        }
+        self.started = 0;
+        self.since = now;
+        true
+    }
+}
 
 /// Parks the calling coroutine for `dur`, letting the scheduler thread run
 /// everything else that is ready and poll for I/O, and brings it back on
@@ -694,5 +733,38 @@ fn report(channel: &mut UnixStream, state: &ServerState, liveness: &mut Liveness
         // A full channel (the master is busy): skip this beat.
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{ACCEPT_BURST, ACCEPT_SLICE, AcceptPacer};
+    use crate::clock::Moment;
+
+    #[test]
+    fn the_accept_loop_pauses_once_a_slice_has_passed() {
+        let start = Moment::now();
+        let mut pacer = AcceptPacer::new(start);
+        let just_before = start + (ACCEPT_SLICE - Duration::from_millis(1));
+        assert!(!pacer.started(start));
+        assert!(!pacer.started(just_before));
+        assert!(pacer.started(start + ACCEPT_SLICE));
+        // The slice starts again from the pause.
+        assert!(!pacer.started(start + ACCEPT_SLICE + Duration::from_millis(9)));
+        assert!(pacer.started(start + ACCEPT_SLICE * 2));
+    }
+
+    #[test]
+    fn the_accept_loop_pauses_after_a_burst_however_fast() {
+        let start = Moment::now();
+        let mut pacer = AcceptPacer::new(start);
+        for n in 1..ACCEPT_BURST {
+            assert!(!pacer.started(start), "paused after {n}");
+        }
+        assert!(pacer.started(start));
+        // The count starts again from the pause.
+        assert!(!pacer.started(start));
     }
 }

@@ -49,7 +49,6 @@ fn start_limit() -> Limit {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("bad line {line:?}")).to_string();
-    let _ = std::fs::remove_file(&exe);
     Limit(child, addr)
 }
 

@@ -198,13 +198,12 @@ fn one_mebibyte_echo_content_length_and_chunked() {
     assert!(resp.body == body, "1 MiB echoed byte for byte");
 
     // Chunked, with curl.
-    let dir = std::env::temp_dir().join(format!("hc-echo-{}", std::process::id()));
-    std::fs::write(&dir, &body).unwrap();
+    let file = temp_path("echo-body");
+    std::fs::write(&file, &body).unwrap();
     let (ok, out) = run(Command::new("curl")
         .args(["-sS", "--fail", "-H", "Transfer-Encoding: chunked", "--data-binary"])
-        .arg(format!("@{}", dir.display()))
+        .arg(format!("@{}", file.display()))
         .arg(server.url("/echo")));
-    std::fs::remove_file(&dir).ok();
     assert!(ok);
     assert!(out == body, "chunked 1 MiB echoed byte for byte by curl");
 }

@@ -113,7 +113,6 @@ fn a_stale_unix_socket_is_replaced_and_a_live_one_is_refused() {
     );
     assert!(!status.success(), "{err}");
     assert_eq!(std::fs::read(&file).unwrap(), b"data");
-    let _ = std::fs::remove_file(&file);
     drop(server);
 }
 
@@ -177,7 +176,6 @@ fn systemd_socket_activation_serves_the_inherited_sockets() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(wait_until(Duration::from_secs(10), || child.try_wait().unwrap().is_some()));
     assert!(sock.exists(), "an inherited socket file belongs to systemd, not to us");
-    let _ = std::fs::remove_file(&sock);
 }
 
 /// systemd's `ReusePort=yes`: the inherited socket has SO_REUSEPORT, so
@@ -302,7 +300,6 @@ fn the_master_and_library_workers_raise_the_open_file_soft_limit_other_programs_
         _ => 256,
     };
     let noted = temp_path("nofile-seen");
-    let _ = std::fs::remove_file(&noted);
     let program = temp_path("nofile-worker.sh");
     let script = format!("#!/bin/sh\nulimit -Sn > '{}'\nexec '{}' \"$@\"\n", noted.display(), bin("hello").display());
     install_script(&program, &script);
@@ -400,7 +397,6 @@ fn sd_notify_reports_ready_reloading_and_stopping() {
     server.signal(libc::SIGTERM);
     await_notify(&sock, "STOPPING=1");
     assert_eq!(server.wait_exit(Duration::from_secs(10)), Some(0));
-    let _ = std::fs::remove_file(&path);
 }
 
 #[test]
@@ -542,8 +538,6 @@ fn access_log_uses_the_combined_format_and_reopens_on_sigusr1() {
     assert_eq!(fresh.len(), 4);
     assert!(fresh.iter().all(|l| l.contains("\"GET /after HTTP/1.1\" 404")));
     assert_eq!(std::fs::read_to_string(&rotated).unwrap().lines().count(), 4, "old lines stay in the rotated file");
-    let _ = std::fs::remove_file(&log);
-    let _ = std::fs::remove_file(&rotated);
 }
 
 #[test]
@@ -684,7 +678,7 @@ fn handlers_see_the_socket_peer_without_a_proxy() {
 struct Nginx {
     child: std::process::Child,
     port: u16,
-    dir: std::path::PathBuf,
+    dir: TempPath,
 }
 
 impl Nginx {
@@ -751,7 +745,6 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -808,7 +801,6 @@ fn access_log_has_a_line_for_responses_that_end_abnormally() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("\"GET /panic HTTP/1.1\" 500 ")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("\"GET /short HTTP/1.1\" 200 5 ")), "{lines:?}");
-    let _ = std::fs::remove_file(&log);
 }
 
 /// An access log on stdout that nobody reads (a stalled log shipper) fills
@@ -849,5 +841,4 @@ fn a_stalled_access_log_on_stdout_does_not_get_the_worker_killed() {
     let _ = master.wait();
     // Unblocks the worker's writer (EPIPE), so it can exit.
     drop(stdout);
-    let _ = std::fs::remove_file(&stderr);
 }

@@ -137,7 +137,7 @@ fn sighup_reload_under_wrk_has_no_errors() {
 
 #[test]
 fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
-    let dir = std::env::temp_dir().join(format!("hc-reload-{}", std::process::id()));
+    let dir = temp_path("reload");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("worker.sh");
     let good = format!("#!/bin/sh\nexec {} \"$@\"\n", faults());
@@ -161,7 +161,6 @@ fn a_reload_that_cannot_boot_rolls_back_and_the_program_is_reread() {
     let after = server.worker_pids();
     assert_eq!(after.len(), 2);
     assert!(after.iter().all(|p| !before.contains(p)));
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A reload whose program has vanished cannot even spawn the replacement.
@@ -201,7 +200,6 @@ fn a_reload_whose_program_is_gone_leaves_the_slot_as_it_was() {
         server.stderr()
     );
     assert_eq!(get(&server, "/").status, 200);
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -369,7 +367,7 @@ fn settings_out_of_their_bounds_are_refused_at_start() {
 /// exits non-zero instead of retrying forever.
 #[test]
 fn a_worker_program_that_cannot_be_spawned_stops_the_master() {
-    let dir = std::env::temp_dir().join(format!("http-cluster-spawn-{}", std::process::id()));
+    let dir = temp_path("spawn");
     std::fs::create_dir_all(&dir).unwrap();
     let not_executable = dir.join("worker");
     std::fs::write(&not_executable, "not a program").unwrap();
@@ -384,7 +382,6 @@ fn a_worker_program_that_cannot_be_spawned_stops_the_master() {
         assert!(err.contains("cannot spawn"), "{err}");
         assert!(err.contains("no worker could boot"), "{err}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -79,9 +79,6 @@ fn tally_pools_paired_rounds_across_runs() {
         .collect();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tally");
     let out = Command::new("python3").arg(script).args(&paths).output().expect("python3 runs scripts/tally");
-    for p in &paths {
-        let _ = std::fs::remove_file(p);
-    }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
 

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,15 +28,53 @@ pub struct Server {
     pub addr: SocketAddr,
     pub banner: String,
     pub stderr: Arc<Mutex<String>>,
-    /// This server's control socket (`http-cluster status`).
-    pub control: PathBuf,
+    /// This server's control socket (`http-cluster status`), removed when
+    /// the server is dropped.
+    pub control: TempPath,
 }
 
-/// A path in the temp dir unique to this test process and call.
-pub fn temp_path(what: &str) -> PathBuf {
+/// A path in the temp dir unique to this test process and call. Whatever
+/// the test puts there (a file, a socket, a directory) is removed when the
+/// `TempPath` is dropped, so a test leaves nothing behind in `/tmp`, whether
+/// it passes or panics half-way.
+pub fn temp_path(what: &str) -> TempPath {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("hc-test-{}-{n}-{what}", std::process::id()))
+    TempPath(std::env::temp_dir().join(format!("hc-test-{}-{n}-{what}", std::process::id())))
+}
+
+/// See [`temp_path`]. Derefs to the `Path`.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempPath {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        // symlink_metadata: a directory is emptied, a link is removed, never followed.
+        match std::fs::symlink_metadata(&self.0) {
+            Ok(meta) if meta.is_dir() => drop(std::fs::remove_dir_all(&self.0)),
+            Ok(_) => drop(std::fs::remove_file(&self.0)),
+            Err(_) => {}
+        }
+    }
 }
 
 impl Server {
@@ -162,7 +200,6 @@ impl Drop for Server {
         // SAFETY: kill(2) on the process group we created for this server.
         unsafe { libc::kill(-self.pid(), libc::SIGKILL) };
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.control);
     }
 }
 
@@ -628,15 +665,14 @@ pub fn install_script(path: &std::path::Path, text: &str) {
 /// a slot stays without a worker for that long. A marker that says `once`
 /// is removed by the worker it slows down.
 pub struct SlowRespawn {
-    pub program: PathBuf,
-    pub marker: PathBuf,
+    pub program: TempPath,
+    pub marker: TempPath,
 }
 
 impl SlowRespawn {
     pub fn new(what: &str, delay: Duration) -> SlowRespawn {
         let program = temp_path(&format!("{what}.sh"));
         let marker = temp_path(&format!("{what}.slow"));
-        let _ = std::fs::remove_file(&marker);
         let text = format!(
             "#!/bin/sh\nm='{}'\nif [ -e \"$m\" ]; then\n  if grep -q once \"$m\"; then rm -f \"$m\"; fi\n  sleep {}\nfi\nexec '{}' \"$@\"\n",
             marker.display(),

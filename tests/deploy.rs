@@ -678,7 +678,9 @@ fn handlers_see_the_socket_peer_without_a_proxy() {
 struct Nginx {
     child: std::process::Child,
     port: u16,
-    dir: TempPath,
+    /// nginx's prefix (config, pid, logs): held only to be removed on drop,
+    /// after nginx is killed.
+    _dir: TempPath,
 }
 
 impl Nginx {
@@ -729,7 +731,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut nginx = Nginx { child, port, dir };
+        let mut nginx = Nginx { child, port, _dir: dir };
         let mut exited = false;
         let up = wait_until(Duration::from_secs(10), || {
             exited = nginx.child.try_wait().unwrap().is_some();

@@ -21,13 +21,12 @@ fn program(name: &str) -> String {
     path.to_string()
 }
 
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
+/// A scratch directory, removed on drop (it is a [`temp_path`]).
+struct Scratch(TempPath);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("hc-examples-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = temp_path(&format!("examples-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
     }
@@ -40,12 +39,6 @@ impl Scratch {
         let path = self.path(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, data).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

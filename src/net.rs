@@ -6,10 +6,11 @@
 use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use may::io::{WaitIo, WaitIoWaker};
-use may::net::{TcpListener, TcpStream};
-use may::os::unix::net::{UnixListener, UnixStream};
+use may::io::{CoIo, WaitIo, WaitIoWaker};
+use may::net::TcpStream;
+use may::os::unix::net::UnixStream;
 use nix::sys::epoll::EpollFlags;
 use nix::sys::socket::{MsgFlags, recv, send, sendmsg};
 
@@ -19,9 +20,12 @@ pub struct Listener {
     first_read: FirstRead,
 }
 
+/// may's own listener types park in `accept`, where the caller cannot
+/// tell whether they did (see [`Listener::try_accept`]); a plain socket in
+/// may's generic wrapper accepts without waiting and waits on its own.
 enum ListenSocket {
-    Tcp(TcpListener),
-    Unix(UnixListener),
+    Tcp(CoIo<std::net::TcpListener>),
+    Unix(CoIo<std::os::unix::net::UnixListener>),
 }
 
 /// When a new connection's first read is worth trying.
@@ -82,29 +86,54 @@ impl Listener {
         // The master's --defer-accept, or systemd's DeferAcceptSec=.
         let deferred = !unix && crate::listen::defer_accept(&socket).is_ok_and(|secs| secs > 0);
         let first_read = if deferred { FirstRead::AtOnce } else { FirstRead::AfterEvent };
-        let raw = socket.into_raw_fd();
-        // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
-        // may's listener and nothing else closes it; its family was checked
-        // above. (may's constructors panic only if epoll registration fails,
-        // which at boot means the process cannot serve at all.)
-        let socket = unsafe {
-            if unix {
-                ListenSocket::Unix(UnixListener::from_raw_fd(raw))
-            } else {
-                ListenSocket::Tcp(TcpListener::from_raw_fd(raw))
-            }
+        let fd = OwnedFd::from(socket);
+        let socket = if unix {
+            ListenSocket::Unix(
+                CoIo::new(std::os::unix::net::UnixListener::from(fd)).map_err(|e| ListenerError::Io(e.into()))?,
+            )
+        } else {
+            ListenSocket::Tcp(CoIo::new(std::net::TcpListener::from(fd)).map_err(|e| ListenerError::Io(e.into()))?)
         };
         Ok(Listener { socket, first_read })
     }
 
-    /// Waits for the next connection (parks the coroutine). The peer
-    /// address is `None` for Unix sockets.
-    pub fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
-        match &self.socket {
+    /// Takes the next queued connection without waiting: `Ok(None)` when
+    /// the queue is empty (then [`Listener::wait`]). The peer address is
+    /// `None` for Unix sockets.
+    ///
+    /// may's own `accept` parks when the queue is empty, and its caller
+    /// cannot tell whether it did; the accept loop needs to know, since a
+    /// park is what lets the open connections run (see `worker`). The
+    /// system calls are the ones may makes: accept4, then its registration.
+    pub fn try_accept(&self) -> io::Result<Option<(Stream, Option<SocketAddr>)>> {
+        // Both accept with accept4 (close-on-exec) and retry on EINTR.
+        let accepted = match &self.socket {
             // TCP_NODELAY comes from the listener (see `prepare`).
-            ListenSocket::Tcp(l) => l.accept().map(|(s, peer)| (Stream::Tcp(s), Some(peer))),
-            ListenSocket::Unix(l) => Ok((Stream::Unix(l.accept()?.0), None)),
+            ListenSocket::Tcp(l) => l.inner().accept().map(|(s, peer)| (OwnedFd::from(s), Family::Tcp, Some(peer))),
+            ListenSocket::Unix(l) => l.inner().accept().map(|(s, _)| (OwnedFd::from(s), Family::Unix, None)),
+        };
+        let (fd, family, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        // may panics when epoll cannot take the socket (out of kernel
+        // memory); that ends this connection (its descriptor is closed as
+        // the panic unwinds), not the accept loop, as may's `accept` would
+        // have it.
+        match catch_unwind(AssertUnwindSafe(|| Stream::from_fd(fd, family))) {
+            Ok(stream) => Ok(Some((stream, peer))),
+            Err(_) => Err(io::Error::other("cannot register the connection with epoll")),
         }
+    }
+
+    /// Parks the coroutine until may sees an event on the listener (a
+    /// connection queued, usually); it may return with the queue empty.
+    pub fn wait(&self) {
+        match &self.socket {
+            ListenSocket::Tcp(l) => l.wait_io(),
+            ListenSocket::Unix(l) => l.wait_io(),
+        };
     }
 
     /// When the connections this listener accepts are first read.
@@ -371,6 +400,57 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
         assert_eq!(Listener::from_fd(unix.into()).unwrap().first_read(), FirstRead::AfterEvent);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// `try_accept` never waits, and `wait` returns once a connection
+    /// comes: the accept loop relies on both (a lost wake-up here would
+    /// leave connections queued until the next one arrives).
+    fn accepts_without_waiting_and_waits_on_its_own<C>(listener: super::Listener, connect: impl Fn() -> C, tcp: bool) {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        assert!(listener.try_accept().unwrap().is_none(), "an empty queue");
+        let _first = connect();
+        let (_, peer) = listener.try_accept().unwrap().expect("the queued connection");
+        assert_eq!(peer.is_some(), tcp);
+        assert!(listener.try_accept().unwrap().is_none(), "empty again");
+        // The accept coroutine's loop, bounded from outside.
+        let (done, finished) = mpsc::channel();
+        let waiter = may::go!(move || {
+            let mut waits = 0;
+            while listener.try_accept().unwrap().is_none() {
+                listener.wait();
+                waits += 1;
+            }
+            let _ = done.send(waits);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        let _second = connect();
+        let waits = finished.recv_timeout(Duration::from_secs(10)).expect("wait() returned on the connection");
+        // Neither busy (returning with nothing queued, over and over) nor
+        // done without waiting.
+        assert!((1..=3).contains(&waits), "woke {waits} times for one connection");
+        waiter.join().unwrap();
+    }
+
+    #[test]
+    fn the_listener_accepts_without_waiting_and_waits_on_its_own() {
+        use super::Listener;
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        accepts_without_waiting_and_waits_on_its_own(
+            Listener::from_fd(tcp.into()).unwrap(),
+            || TcpStream::connect(addr).unwrap(),
+            true,
+        );
+        let path = std::env::temp_dir().join(format!("http-cluster-net-wait-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        accepts_without_waiting_and_waits_on_its_own(
+            Listener::from_fd(unix.into()).unwrap(),
+            || std::os::unix::net::UnixStream::connect(&path).unwrap(),
+            false,
+        );
         let _ = std::fs::remove_file(&path);
     }
 

@@ -355,16 +355,22 @@ fn spawn_accept_loop(
         // connections close: one report a second, not a line per retry.
         let mut failures = RepeatedWarning::new("accept");
         loop {
-            match listener.accept() {
+            match listener.try_accept() {
                 // Served even when the drain began meanwhile: it was taken
                 // off the queue, so nobody else can answer it (it gets
                 // `Connection: close`).
-                Ok((stream, peer)) => {
+                Ok(Some((stream, peer))) => {
                     failures.recovered();
                     serve_connection(stream, peer, first_read, &connections, &state, SPAWN_HERE);
                     if pacer.started(Moment::now()) {
                         pause(Duration::ZERO);
                     }
+                }
+                // The queue is empty: parked, the loop lets everything else
+                // run, as a pause would.
+                Ok(None) => {
+                    listener.wait();
+                    pacer.parked(Moment::now());
                 }
                 Err(_) if state.draining.load(Ordering::SeqCst) => break,
                 Err(e) => {
@@ -388,23 +394,26 @@ fn spawn_accept_loop(
     }
 }
 
-/// When the accept loop pauses (see [`pause`]). may's accept parks only
-/// when the queue is empty, so under a flood of new connections an accept
-/// loop that never paused would starve the open connections, the alarm
-/// sweep and the liveness probe (the master would then replace a worker
-/// that is merely busy). The loop cannot tell whether may's accept parked
-/// in between, so it paces itself by time: it pauses once [`ACCEPT_SLICE`]
-/// has passed since its last pause, or after [`ACCEPT_BURST`] connections,
-/// whichever comes first.
+/// When the accept loop pauses (see [`pause`]). Under a flood of new
+/// connections the queue never empties, so a loop that only parked on an
+/// empty queue would starve the open connections, the alarm sweep and the
+/// liveness probe (the master would then replace a worker that is merely
+/// busy). So it pauses once [`ACCEPT_SLICE`] has passed since it last let
+/// the others run (a pause, or a park on an empty queue), or after
+/// [`ACCEPT_BURST`] connections, whichever comes first.
 ///
 /// Each pause is a trip through may's timer thread. Counted (every 64
 /// connections, as it was), an S4 load paused about 180 times a second per
-/// worker; paced by time it pauses about 100 times (the timer thread's
-/// wake-ups, measured). And a flood of slow handlers (a blocking handler
-/// holds the thread) no longer runs 64 of them in a row before the open
-/// connections get a turn: with 2 ms handlers, an open connection's answer
-/// came after 55-129 ms counted and 5-71 ms paced (median 64 and 25 ms;
-/// tests/supervision.rs).
+/// worker; paced by time from the last pause alone, about 100 times (the
+/// timer thread's wake-ups, measured), although the queue empties many
+/// times a millisecond under that load. Counting the parks too (the loop
+/// accepts without waiting and parks itself, see `Listener::try_accept`),
+/// it does not pause at all there: the timer thread wakes 20 times a second
+/// per worker, for the alarm sweep. And a flood of slow handlers (a
+/// blocking handler holds the thread) does not run 64 of them in a row
+/// before the open connections get a turn: with 2 ms handlers, an open
+/// connection's answer came after 55-129 ms counted and 5-71 ms paced
+/// (median 64 and 25 ms; tests/supervision.rs).
 struct AcceptPacer {
     started: u32,
     since: Moment,
@@ -432,9 +441,19 @@ impl AcceptPacer {
         if self.started < ACCEPT_BURST && now.saturating_since(self.since) < ACCEPT_SLICE {
             return false;
         }
+        self.restart(now);
+        true
+    }
+
+    /// The loop found the queue empty and parked: everything else ran
+    /// meanwhile, so the count and the slice start again.
+    fn parked(&mut self, now: Moment) {
+        self.restart(now);
+    }
+
+    fn restart(&mut self, now: Moment) {
         self.started = 0;
         self.since = now;
-        true
     }
 }
 
@@ -755,6 +774,21 @@ mod tests {
         // The slice starts again from the pause.
         assert!(!pacer.started(start + ACCEPT_SLICE + Duration::from_millis(9)));
         assert!(pacer.started(start + ACCEPT_SLICE * 2));
+    }
+
+    #[test]
+    fn a_park_on_an_empty_queue_starts_the_slice_and_the_count_again() {
+        let start = Moment::now();
+        let mut pacer = AcceptPacer::new(start);
+        for _ in 1..ACCEPT_BURST {
+            assert!(!pacer.started(start));
+        }
+        let later = start + (ACCEPT_SLICE - Duration::from_millis(1));
+        pacer.parked(later);
+        // Neither the count before the park nor the time before it counts.
+        assert!(!pacer.started(later));
+        assert!(!pacer.started(start + ACCEPT_SLICE + Duration::from_millis(5)));
+        assert!(pacer.started(later + ACCEPT_SLICE));
     }
 
     #[test]

@@ -106,6 +106,16 @@ impl Listener {
     /// park is what lets the open connections run (see `worker`). The
     /// system calls are the ones may makes: accept4, then its registration.
     pub fn try_accept(&self) -> io::Result<Option<(Stream, Option<SocketAddr>)>> {
+        // As may's accept does: forget the events seen so far, so that a
+        // `wait` after an empty queue parks until a new one. (In a worker,
+        // events come only while its one scheduler thread polls, so none
+        // between here and the accept.) Left set, an old event would end
+        // the next wait at once, before anything else has run.
+        #[allow(deprecated)] // may deems it unneeded before its own calls
+        match &self.socket {
+            ListenSocket::Tcp(l) => l.reset_io(),
+            ListenSocket::Unix(l) => l.reset_io(),
+        };
         // Both accept with accept4 (close-on-exec) and retry on EINTR.
         let accepted = match &self.socket {
             // TCP_NODELAY comes from the listener (see `prepare`).
@@ -128,12 +138,24 @@ impl Listener {
     }
 
     /// Parks the coroutine until may sees an event on the listener (a
-    /// connection queued, usually); it may return with the queue empty.
+    /// connection queued, usually) or [`Listener::waker`] is used; an
+    /// event since the last [`Listener::try_accept`] makes it return at
+    /// once. It may return with the queue empty. Only for a coroutine.
     pub fn wait(&self) {
         match &self.socket {
             ListenSocket::Tcp(l) => l.wait_io(),
             ListenSocket::Unix(l) => l.wait_io(),
         };
+    }
+
+    /// Ends a [`Listener::wait`] from another thread (the drain); used
+    /// after the last [`Listener::try_accept`] but before the wait, it
+    /// makes that wait return at once (`try_accept` forgets it).
+    pub fn waker(&self) -> WaitIoWaker {
+        match &self.socket {
+            ListenSocket::Tcp(l) => l.waker(),
+            ListenSocket::Unix(l) => l.waker(),
+        }
     }
 
     /// When the connections this listener accepts are first read.
@@ -403,34 +425,68 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
-    /// `try_accept` never waits, and `wait` returns once a connection
-    /// comes: the accept loop relies on both (a lost wake-up here would
-    /// leave connections queued until the next one arrives).
+    /// `try_accept` never waits; `wait` parks until a new connection (not
+    /// one already taken) or the waker: the accept loop relies on all of it
+    /// (a lost wake-up would leave connections queued until the next one
+    /// arrives, or a drain waiting for one).
     fn accepts_without_waiting_and_waits_on_its_own<C>(listener: super::Listener, connect: impl Fn() -> C, tcp: bool) {
         use std::sync::mpsc;
         use std::time::Duration;
+        let listener = std::sync::Arc::new(listener);
         assert!(listener.try_accept().unwrap().is_none(), "an empty queue");
         let _first = connect();
+        // may's event loop sees the connection before it is taken.
+        std::thread::sleep(Duration::from_millis(50));
         let (_, peer) = listener.try_accept().unwrap().expect("the queued connection");
         assert_eq!(peer.is_some(), tcp);
         assert!(listener.try_accept().unwrap().is_none(), "empty again");
         // The accept coroutine's loop, bounded from outside.
         let (done, finished) = mpsc::channel();
-        let waiter = may::go!(move || {
-            let mut waits = 0;
-            while listener.try_accept().unwrap().is_none() {
-                listener.wait();
-                waits += 1;
-            }
-            let _ = done.send(waits);
-        });
+        let waiter = {
+            let listener = listener.clone();
+            may::go!(move || {
+                let mut waits = 0;
+                while listener.try_accept().unwrap().is_none() {
+                    listener.wait();
+                    waits += 1;
+                }
+                let _ = done.send(waits);
+            })
+        };
         std::thread::sleep(Duration::from_millis(100));
+        assert!(finished.try_recv().is_err(), "the wait ended before any new connection");
         let _second = connect();
         let waits = finished.recv_timeout(Duration::from_secs(10)).expect("wait() returned on the connection");
-        // Neither busy (returning with nothing queued, over and over) nor
-        // done without waiting.
-        assert!((1..=3).contains(&waits), "woke {waits} times for one connection");
+        // One wait: not ended early by the first connection's event, nor
+        // again and again with nothing queued.
+        assert_eq!(waits, 1, "woke {waits} times for one connection");
         waiter.join().unwrap();
+        // The waker ends a wait, and one used after the last `try_accept`
+        // but before the wait ends it at once (the drain's case; a wake-up
+        // before `try_accept` is forgotten, so the loop checks the drain's
+        // flag between the two).
+        for early in [false, true] {
+            let waker = listener.waker();
+            let (done, finished) = mpsc::channel();
+            let waiter = {
+                let (listener, waker) = (listener.clone(), listener.waker());
+                may::go!(move || {
+                    assert!(listener.try_accept().unwrap().is_none());
+                    if early {
+                        waker.wakeup();
+                    }
+                    listener.wait();
+                    let _ = done.send(());
+                })
+            };
+            if !early {
+                std::thread::sleep(Duration::from_millis(100));
+                assert!(finished.try_recv().is_err(), "the wait ended with nothing to end it");
+                waker.wakeup();
+            }
+            finished.recv_timeout(Duration::from_secs(10)).expect("the waker ended the wait");
+            waiter.join().unwrap();
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use may::coroutine;
+use may::io::WaitIoWaker;
 use may::sync::Semphore;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
@@ -295,14 +296,13 @@ fn serve(
     // Connections the master handed over just before we stopped listening
     // to it are served too (with `Connection: close`), never dropped.
     let _ = read_channel(&mut channel, &mut lines, &mut passed, &adopt);
-    for accept in &accepting {
-        // SAFETY: an accept coroutine owns only its listener and Arcs of the
-        // app and state; it holds no lock and nothing observes its half-done
-        // state, so unwinding it at its parking point (accept) drops those
-        // and nothing else.
-        unsafe { accept.coroutine().cancel() };
-    }
+    // The accept loops see the drain and end, closing their listeners. The
+    // flag first, then the wake-up: a loop woken, or about to wait, finds
+    // it set.
     state.begin_drain();
+    for accept in &accepting {
+        accept.wakeup();
+    }
     // Logged once the drain is in effect: from here on, every response
     // this worker writes carries `Connection: close`.
     log::info!("draining ({why}): {} connections open", state.connections.load(Ordering::Relaxed));
@@ -343,12 +343,11 @@ fn serve(
     std::process::exit(0)
 }
 
-fn spawn_accept_loop(
-    listener: Listener,
-    connections: Connections,
-    state: Arc<ServerState>,
-) -> coroutine::JoinHandle<()> {
+/// Returns what ends the loop's wait for a connection: the drain uses it
+/// once it has set `draining`.
+fn spawn_accept_loop(listener: Listener, connections: Connections, state: Arc<ServerState>) -> WaitIoWaker {
     let first_read = listener.first_read();
+    let waker = listener.waker();
     let accept = move || {
         let mut pacer = AcceptPacer::new(Moment::now());
         // Out of descriptors (EMFILE) the loop retries every 10 ms until
@@ -367,8 +366,12 @@ fn spawn_accept_loop(
                     }
                 }
                 // The queue is empty: parked, the loop lets everything else
-                // run, as a pause would.
+                // run, as a pause would. (A drain that began after the last
+                // check may have used its wake-up already: see `serve`.)
                 Ok(None) => {
+                    if state.draining.load(Ordering::SeqCst) {
+                        break;
+                    }
                     listener.wait();
                     pacer.parked(Moment::now());
                 }
@@ -386,7 +389,7 @@ fn spawn_accept_loop(
         }
     };
     match spawn(accept) {
-        Ok(h) => h,
+        Ok(_) => waker,
         Err(e) => {
             log::error!("cannot start the accept loop: {e}");
             std::process::exit(control::EXIT_BOOT_ERROR);

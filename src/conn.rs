@@ -909,7 +909,13 @@ pub fn serve(
 /// Serves a parked connection again (its next request has arrived, or its
 /// client closed), on the calling coroutine: a new call of `app`.
 pub fn resume(parked: Parked, app: &dyn App, limits: &Arc<Limits>) {
-    let (stream, conn, admission) = parked.into_parts();
+    let (stream, conn, admission) = match parked.into_parts() {
+        Ok(parts) => parts,
+        Err(e) => {
+            log::error!("cannot resume a parked connection: {e}");
+            return;
+        }
+    };
     let io = Io::new(stream, limits.max_head_bytes + 1, limits.write_timeout, &admission.0.alarms);
     let registration = admission.0.register(&io);
     run(io, registration, &conn, Reading::Idle, app, limits, admission);
@@ -1162,7 +1168,7 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         let admission = server.admit();
         let served = on_coroutine(move || {
-            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp).unwrap();
             let app = |read: &Requests<'_>, write: &Responses<'_>| {
                 for _req in read {
                     write.respond(Response::new(200), b"hi")?;
@@ -1236,7 +1242,7 @@ mod tests {
         let connect = || {
             let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (accepted, _) = listener.accept().unwrap();
-            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp).unwrap();
             (client, Io::new(stream, 1024, Duration::from_secs(5), &server.alarms))
         };
         // Released on the normal path.

@@ -684,7 +684,7 @@ mod tests {
         client.set_nodelay(true).unwrap();
         let (server, _) = listener.accept().unwrap();
         server.set_nodelay(true).unwrap();
-        let stream = Stream::from_fd(server.into(), Family::Tcp);
+        let stream = Stream::from_fd(server.into(), Family::Tcp).unwrap();
         let io = Io::new(stream, READ_INITIAL, Duration::from_secs(5), &Arc::new(Alarms::default()));
         (client, io)
     }

@@ -106,34 +106,29 @@ impl Listener {
     /// park is what lets the open connections run (see `worker`). The
     /// system calls are the ones may makes: accept4, then its registration.
     pub fn try_accept(&self) -> io::Result<Option<(Stream, Option<SocketAddr>)>> {
-        // As may's accept does: forget the events seen so far, so that a
-        // `wait` after an empty queue parks until a new one. (In a worker,
-        // events come only while its one scheduler thread polls, so none
-        // between here and the accept.) Left set, an old event would end
-        // the next wait at once, before anything else has run.
-        #[allow(deprecated)] // may deems it unneeded before its own calls
-        match &self.socket {
-            ListenSocket::Tcp(l) => l.reset_io(),
-            ListenSocket::Unix(l) => l.reset_io(),
-        };
-        // Both accept with accept4 (close-on-exec) and retry on EINTR.
+        // Each arm first does as may's accept does: it forgets the events
+        // seen so far, so that a `wait` after an empty queue parks until a
+        // new one. (In a worker, events come only while its one scheduler
+        // thread polls, so none between the reset and the accept.) Left
+        // set, an old event would end the next wait at once, before
+        // anything else has run. Both accept with accept4 (close-on-exec)
+        // and retry on EINTR.
+        #[allow(deprecated)] // may deems the reset unneeded before its own calls
         let accepted = match &self.socket {
             // TCP_NODELAY comes from the listener (see `prepare`).
-            ListenSocket::Tcp(l) => l.inner().accept().map(|(s, peer)| (OwnedFd::from(s), Family::Tcp, Some(peer))),
-            ListenSocket::Unix(l) => l.inner().accept().map(|(s, _)| (OwnedFd::from(s), Family::Unix, None)),
+            ListenSocket::Tcp(l) => {
+                l.reset_io();
+                l.inner().accept().map(|(s, peer)| (OwnedFd::from(s), Family::Tcp, Some(peer)))
+            }
+            ListenSocket::Unix(l) => {
+                l.reset_io();
+                l.inner().accept().map(|(s, _)| (OwnedFd::from(s), Family::Unix, None))
+            }
         };
-        let (fd, family, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        // may panics when epoll cannot take the socket (out of kernel
-        // memory); that ends this connection (its descriptor is closed as
-        // the panic unwinds), not the accept loop, as may's `accept` would
-        // have it.
-        match catch_unwind(AssertUnwindSafe(|| Stream::from_fd(fd, family))) {
-            Ok(stream) => Ok(Some((stream, peer))),
-            Err(_) => Err(io::Error::other("cannot register the connection with epoll")),
+        match accepted {
+            Ok((fd, family, peer)) => Stream::from_fd(fd, family).map(|stream| Some((stream, peer))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -301,18 +296,22 @@ impl Stream {
         (unsafe { OwnedFd::from_raw_fd(raw) }, family)
     }
 
-    /// Registers a connected socket from [`Stream::into_fd`] with may again.
-    /// (may panics if epoll cannot take it: out of kernel memory.)
-    pub fn from_fd(fd: OwnedFd, family: Family) -> Stream {
+    /// Registers a connected socket (from [`Stream::into_fd`], an accept
+    /// or the master) with may. may's only way to do that panics when epoll
+    /// cannot take the socket (out of kernel memory); the panic is caught
+    /// here and the socket closed as it unwinds, so that it ends this
+    /// connection and not the caller (the accept loop, a resume).
+    pub fn from_fd(fd: OwnedFd, family: Family) -> io::Result<Stream> {
         let raw = fd.into_raw_fd();
         // SAFETY: `raw` comes from `into_raw_fd`, so ownership moves to
-        // may's stream, and `family` is the kind it was taken out as.
-        unsafe {
+        // may's stream, and `family` is the kind of socket it is.
+        let register = AssertUnwindSafe(|| unsafe {
             match family {
                 Family::Tcp => Stream::Tcp(TcpStream::from_raw_fd(raw)),
                 Family::Unix => Stream::Unix(UnixStream::from_raw_fd(raw)),
             }
-        }
+        });
+        catch_unwind(register).map_err(|_| io::Error::other("epoll cannot take the connection"))
     }
 }
 

@@ -44,9 +44,10 @@ impl Parked {
     }
 
     /// The socket, registered with may again (on the calling coroutine's
-    /// scheduler), and the rest of the record.
-    pub fn into_parts(self) -> (Stream, ConnState, Admission) {
-        (Stream::from_fd(self.fd, self.family), self.conn, self.admission)
+    /// scheduler), and the rest of the record; an error closes the
+    /// connection (see [`Stream::from_fd`]).
+    pub fn into_parts(self) -> io::Result<(Stream, ConnState, Admission)> {
+        Ok((Stream::from_fd(self.fd, self.family)?, self.conn, self.admission))
     }
 }
 
@@ -231,7 +232,7 @@ mod tests {
         let park = || {
             let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let (accepted, _) = listener.accept().unwrap();
-            let stream = Stream::from_fd(accepted.into(), Family::Tcp);
+            let stream = Stream::from_fd(accepted.into(), Family::Tcp).unwrap();
             lot.park(
                 Parked::new(stream, ConnState::idle_now(), server.admit()),
                 Moment::now() + Duration::from_secs(60),

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +26,7 @@ use crate::conn::{self, App, ServerState};
 use crate::control::{self, LineBuffer, MasterMsg, WorkerMsg};
 use crate::fdpass;
 use crate::logging::RepeatedWarning;
-use crate::net::{FirstRead, Listener, ListenerError, Stream};
+use crate::net::{Family, FirstRead, Listener, ListenerError, Stream};
 use crate::park::{Parked, ParkingLot};
 use crate::pool::{Pool, Spawn};
 
@@ -444,19 +444,14 @@ impl AcceptPacer {
         if self.started < ACCEPT_BURST && now.saturating_since(self.since) < ACCEPT_SLICE {
             return false;
         }
-        self.restart(now);
+        self.parked(now);
         true
     }
 
-    /// The loop found the queue empty and parked: everything else ran
-    /// meanwhile, so the count and the slice start again.
+    /// The loop parked (on an empty queue, or in a pause): everything else
+    /// ran meanwhile, so the count and the slice start again.
     fn parked(&mut self, now: Moment) {
-        self.restart(now);
-    }
-
-    fn restart(&mut self, now: Moment) {
-        self.started = 0;
-        self.since = now;
+        *self = AcceptPacer::new(now);
     }
 }
 
@@ -537,15 +532,18 @@ fn adopt_connection(fd: OwnedFd, connections: &Connections, state: &Arc<ServerSt
     let socket = std::net::TcpStream::from(fd);
     let peer = socket.peer_addr().ok();
     let _ = socket.set_nodelay(true);
-    // SAFETY: the descriptor comes from `into_raw_fd`, so ownership moves
-    // to may's stream, and it is a connected TCP socket (the master
-    // accepted it from a TCP listener). may panics only if epoll
-    // registration fails, which this process cannot survive anyway.
-    let stream = unsafe { may::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+    // A connected TCP socket: the master accepted it from a TCP listener.
+    let stream = match Stream::from_fd(socket.into(), Family::Tcp) {
+        Ok(stream) => stream,
+        Err(e) => {
+            log::error!("cannot serve a connection the master passed: {e}");
+            return;
+        }
+    };
     // Its request may well be there (the master's accept was deferred
     // too), but the master's own wake-up, the message and ours came in
     // between: the first event says.
-    serve_connection(Stream::Tcp(stream), peer, FirstRead::AfterEvent, connections, state, SPAWN_QUEUED);
+    serve_connection(stream, peer, FirstRead::AfterEvent, connections, state, SPAWN_QUEUED);
 }
 
 /// The coroutine that wakes connections whose wait reached its deadline
